@@ -1,0 +1,5 @@
+import sys
+
+from photodrop.cli import main
+
+sys.exit(main())

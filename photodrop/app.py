@@ -1,0 +1,135 @@
+"""The application factory: routes, error rendering, and the lifespan that owns every service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from broadcaster import Broadcast
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from photodrop import __version__
+from photodrop.config import Settings
+from photodrop.context import Services
+from photodrop.db import Database
+from photodrop.errors import PhotodropError
+from photodrop.events import EventBus
+from photodrop.resolvers.sessions import expire_due_sessions
+from photodrop.storage import open_storage
+from photodrop.web import pages
+from photodrop.web.api import error_response, services
+from photodrop.web.pages import templates
+from photodrop.web.rest import PREFIXES, api, openapi
+
+log = logging.getLogger("photodrop")
+API_PATHS = tuple(f"{prefix}/" for prefix in PREFIXES)
+
+
+def create_app(settings: Settings) -> Starlette:
+    """A photodrop ASGI app for ``settings``; services start and stop with its lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        database = Database(settings.resolved_database_url)
+        await database.migrate()
+        settings.spool_dir.mkdir(parents=True, exist_ok=True)
+        broadcast = Broadcast(settings.broadcast_url)
+        await broadcast.connect()
+        app.state.services = Services(
+            settings=settings, db=database, bus=EventBus(broadcast), storage=open_storage(settings.resolved_storage_url)
+        )
+        sweeper = asyncio.create_task(_sweep(app.state.services), name="photodrop-expiry-sweeper")
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await broadcast.disconnect()
+            await database.dispose()
+
+    api_routes = api.routes()
+    routes = [
+        *(Mount(prefix, routes=[*api_routes, Route("/openapi.json", openapi)]) for prefix in PREFIXES),
+        *pages.routes,
+        Route("/docs", api_docs),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static"),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            PhotodropError: _photodrop_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+    )
+    app.state.openapi = api.openapi(prefixes=PREFIXES, title="photodrop", version=__version__)
+    return app
+
+
+def app_from_env() -> Starlette:
+    """Entry point for ``uvicorn --factory``: settings from the environment."""
+    return create_app(Settings())
+
+
+async def _sweep(services: Services) -> None:
+    """Expire sessions as their time runs out, so watchers hear about it within a second."""
+    while True:
+        try:
+            await expire_due_sessions(services)
+        except Exception:
+            log.exception("expiry sweep failed; trying again")
+        await asyncio.sleep(services.settings.sweep_interval)
+
+
+async def _photodrop_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PhotodropError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if not request.url.path.startswith(API_PATHS):
+        return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+    failure = PhotodropError(exc.detail if exc.status_code != 404 else "no such endpoint")
+    failure.status_code = exc.status_code
+    failure.code = "NOT_FOUND" if exc.status_code == 404 else "METHOD_NOT_ALLOWED"
+    return error_response(failure)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    body = {"statusCode": 500, "error": "Internal Server Error", "code": "INTERNAL", "message": "unexpected error"}
+    return JSONResponse(body, status_code=500)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    try:
+        async with services(request).db.read() as s:
+            await s.exec(text("SELECT 1"))  # type: ignore[call-overload]
+    except Exception as exc:
+        log.warning("readiness check failed: %s", exc)
+        return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
+    return JSONResponse({"status": "ok", "database": "up"})
+
+
+async def api_docs(request: Request) -> Response:
+    doc = request.app.state.openapi
+    paths = [(path, methods) for path, methods in doc["paths"].items() if path.startswith("/v1/")]
+    return templates.TemplateResponse(request, "docs.html", {"doc": doc, "paths": paths})

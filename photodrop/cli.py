@@ -1,0 +1,156 @@
+"""``photodrop serve | keys create | keys list | keys revoke | migrate``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+import uvicorn
+from broadcaster import Broadcast
+
+from photodrop.app import create_app
+from photodrop.config import Settings
+from photodrop.context import Services
+from photodrop.db import Database
+from photodrop.errors import PhotodropError
+from photodrop.events import EventBus
+from photodrop.models import KeyEnv
+from photodrop.resolvers import projects
+from photodrop.storage import open_storage
+
+T = TypeVar("T")
+
+
+@asynccontextmanager
+async def _services(settings: Settings) -> AsyncIterator[Services]:
+    """The services a one-off command needs, on a migrated database."""
+    database = Database(settings.resolved_database_url)
+    await database.migrate()
+    try:
+        yield Services(
+            settings=settings,
+            db=database,
+            bus=EventBus(Broadcast("memory://")),
+            storage=open_storage(settings.resolved_storage_url),
+        )
+    finally:
+        await database.dispose()
+
+
+def _run(settings: Settings, action: Callable[[Services], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with _services(settings) as services:
+            return await action(services)
+
+    return asyncio.run(main())
+
+
+async def _first_start(services: Services) -> None:
+    if await projects.any_project_exists(services):
+        return
+    issued = await projects.create_key(services, project_name=projects.DEFAULT_PROJECT, env=KeyEnv.LIVE)
+    base = services.settings.base_url
+    print("photodrop created project 'default'. Its API key (shown only this once):")
+    print(f"  {issued.plain_text}")
+    print(f"  REST API:  {base}/v1   (docs: {base}/docs)")
+    print(f"  GraphQL:   {base}/graphql")
+    print(f"  Dashboard: {base}/dashboard")
+    sys.stdout.flush()
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.public_url is None:
+        settings = settings.model_copy(update={"public_url": f"http://{args.host}:{args.port}"})
+    _run(settings, _first_start)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        proxy_headers=True,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    issued = _run(
+        settings,
+        lambda services: projects.create_key(
+            services, project_name=args.project, env=KeyEnv(args.env), label=args.label
+        ),
+    )
+    print(f"created {issued.key.id} ({issued.key.env.value}) for project {args.project}; it is shown only once:")
+    print(issued.plain_text)
+    return 0
+
+
+def keys_list(settings: Settings, args: argparse.Namespace) -> int:
+    rows = _run(settings, lambda services: projects.list_keys(services, project_name=args.project))
+    print(f"{'ID':<31} {'PROJECT':<16} {'ENV':<5} {'KEY':<24} {'CREATED':<20} {'LAST USED':<20} STATE")
+    for key, project in rows:
+        state = "revoked" if key.revoked_at else "active"
+        used = key.last_used_at.strftime("%Y-%m-%d %H:%M:%S") if key.last_used_at else "never"
+        print(
+            f"{key.id:<31} {project:<16} {key.env.value:<5} {key.prefix + '…' + key.last_four:<24} "
+            f"{key.created_at:%Y-%m-%d %H:%M:%S}  {used:<20} {state}"
+        )
+    return 0
+
+
+def keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    key = _run(settings, lambda services: projects.revoke_key(services, key_id=args.id))
+    print(f"revoked {key.id}")
+    return 0
+
+
+def migrate(settings: Settings, args: argparse.Namespace) -> int:
+    database = Database(settings.resolved_database_url)
+
+    async def main() -> None:
+        await database.migrate()
+        await database.dispose()
+
+    asyncio.run(main())
+    print("database is at the newest schema")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="photodrop", description="Collect photos from phones.")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("serve", help="run the API, pages and delivery")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8000)
+    run.set_defaults(handler=serve)
+
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
+    create = keys.add_parser("create", help="issue a key (printed alone on the last line)")
+    create.add_argument("--project", default=projects.DEFAULT_PROJECT)
+    create.add_argument("--env", choices=[env.value for env in KeyEnv], default=KeyEnv.LIVE.value)
+    create.add_argument("--label", default="")
+    create.set_defaults(handler=keys_create)
+    listing = keys.add_parser("list", help="list keys (never their secret part)")
+    listing.add_argument("--project", default=None)
+    listing.set_defaults(handler=keys_list)
+    revoke = keys.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("id")
+    revoke.set_defaults(handler=keys_revoke)
+
+    commands.add_parser("migrate", help="bring the database schema up to date").set_defaults(handler=migrate)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = Settings()
+    try:
+        code: int = args.handler(settings, args)
+    except PhotodropError as exc:
+        print(f"photodrop: {exc.message}", file=sys.stderr)
+        return 1
+    return code

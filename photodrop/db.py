@@ -1,0 +1,87 @@
+"""The async engine, its sessions, and schema migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+_WRITE = "photodrop_write"
+
+
+class Database:
+    """One engine and two kinds of session: plain ones for reads, locking ones for writes.
+
+    On SQLite a write transaction starts with ``BEGIN IMMEDIATE`` so that concurrent writers
+    queue on the busy timeout instead of failing when a read lock cannot be upgraded.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 20) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        options: dict[str, Any] = {}
+        if self.is_sqlite:
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            options["connect_args"] = {"timeout": 30}
+        else:
+            options.update(pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
+        self.engine = create_async_engine(url, **options)
+        if self.is_sqlite:
+            _configure_sqlite(self.engine.sync_engine)
+        self._reads = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+        self._writes = async_sessionmaker(
+            self.engine.execution_options(**{_WRITE: True}), class_=AsyncSession, expire_on_commit=False
+        )
+
+    def read(self) -> AsyncSession:
+        return self._reads()
+
+    def write(self) -> AsyncSession:
+        """A session for one write transaction: ``async with db.write() as s, s.begin(): ...``."""
+        return self._writes()
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest revision."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(_upgrade)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    return config
+
+
+def _upgrade(connection: Connection) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def _configure_sqlite(engine: Any) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Let SQLAlchemy's "begin" hook below decide how each transaction starts.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")

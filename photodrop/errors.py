@@ -1,0 +1,81 @@
+"""The failures photodrop reports to callers, each with its HTTP status and stable code.
+
+Resolvers raise these; the REST shim renders them as JSON error bodies and GraphQL turns
+them into ``userErrors``. Anything else escaping a resolver is a bug.
+"""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+
+class PhotodropError(Exception):
+    status_code = 400
+    code = "VALIDATION_ERROR"
+
+    def __init__(self, message: str, *, param: str | None = None, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+
+
+class InvalidInput(PhotodropError):
+    status_code = 400
+    code = "VALIDATION_ERROR"
+
+
+class Unauthenticated(PhotodropError):
+    status_code = 401
+    code = "AUTHENTICATION_FAILED"
+
+
+class WrongPassword(PhotodropError):
+    status_code = 401
+    code = "INVALID_PASSWORD"
+
+
+class NotFound(PhotodropError):
+    status_code = 404
+    code = "NOT_FOUND"
+
+
+class StateConflict(PhotodropError):
+    status_code = 409
+    code = "SESSION_CLOSED"
+
+
+class Expired(PhotodropError):
+    status_code = 410
+    code = "SESSION_EXPIRED"
+
+
+class TooLarge(PhotodropError):
+    status_code = 413
+    code = "FILE_TOO_LARGE"
+
+
+class UnsupportedType(PhotodropError):
+    status_code = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class SessionFull(PhotodropError):
+    status_code = 422
+    code = "SESSION_FULL"
+
+
+class TooManyAttempts(PhotodropError):
+    status_code = 429
+    code = "RATE_LIMIT"
+
+
+def from_validation_error(exc: ValidationError) -> InvalidInput:
+    """The first problem pydantic found, named by the parameter it concerns."""
+    first = exc.errors(include_url=False)[0]
+    context = first.get("ctx") or {}
+    param = context.get("param") or ".".join(str(part) for part in first["loc"]) or None
+    message = first["msg"].removeprefix("Value error, ")
+    if param and first["type"] != "missing" and not message.startswith(str(param)):
+        message = f"{param}: {message}"
+    return InvalidInput(message, param=param)

@@ -1,0 +1,313 @@
+"""SQLModel tables and the input/output models layered on them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+from sqlalchemy import JSON, Column, DateTime, Index, String, TypeDecorator
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+from photodrop.images import MIME_ALIASES, SUPPORTED_MIME_TYPES
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every engine (SQLite keeps no offset of its own)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class EnumText(TypeDecorator[StrEnum]):
+    """A string enum kept as its plain value, so adding a member needs no schema change."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[StrEnum], length: int = 16) -> None:
+        super().__init__(length)
+        self.enum = enum
+
+    def process_bind_param(self, value: StrEnum | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> StrEnum | None:
+        return None if value is None else self.enum(value)
+
+
+def _enum(enum: type[StrEnum]) -> Any:
+    return Field(sa_column=Column(EnumText(enum), nullable=False))
+
+
+def _when(*, nullable: bool = False) -> Any:
+    column: Column[datetime] = Column(UTCDateTime(), nullable=nullable)
+    return Field(default=None, sa_column=column) if nullable else Field(sa_column=column)
+
+
+class SessionStatus(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (SessionStatus.COMPLETED, SessionStatus.EXPIRED)
+
+
+OPEN_STATUSES = (SessionStatus.PENDING.value, SessionStatus.ACTIVE.value)
+
+
+class DeliveryMode(StrEnum):
+    WEBHOOK = "webhook"
+    S3 = "s3"
+    GDRIVE = "gdrive"
+    DROPBOX = "dropbox"
+    ONEDRIVE = "onedrive"
+    FTP = "ftp"
+    AZURE_BLOB = "azure_blob"
+    WEBDAV = "webdav"
+    POLL = "poll"
+
+
+class WebhookFormat(StrEnum):
+    JSON_BASE64 = "json_base64"
+    MULTIPART = "multipart"
+    BINARY = "binary"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class KeyEnv(StrEnum):
+    LIVE = "live"
+    TEST = "test"
+
+
+class Project(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(sa_column=Column(String(100), unique=True, nullable=False))
+    webhook_secret: str = Field(max_length=80)
+    created_at: datetime = _when()
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_key"
+
+    id: str = Field(primary_key=True, max_length=40)
+    project_id: str = Field(foreign_key="project.id", index=True, max_length=40)
+    key_hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    prefix: str = Field(max_length=20)
+    last_four: str = Field(max_length=4)
+    env: KeyEnv = _enum(KeyEnv)
+    label: str = Field(default="", max_length=100)
+    created_at: datetime = _when()
+    revoked_at: datetime | None = _when(nullable=True)
+    last_used_at: datetime | None = _when(nullable=True)
+
+
+class UploadSession(SQLModel, table=True):
+    __tablename__ = "upload_session"
+    __table_args__ = (
+        Index("ix_upload_session_project_created", "project_id", "id"),
+        Index("ix_upload_session_open_expiry", "status", "expires_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    project_id: str = Field(foreign_key="project.id", max_length=40)
+    status: SessionStatus = _enum(SessionStatus)
+    version: int = 1
+    max_images: int
+    image_count: int = 0
+    allowed_mime_types: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    delivery_mode: DeliveryMode = _enum(DeliveryMode)
+    webhook_url: str | None = Field(default=None, max_length=2048)
+    webhook_format: WebhookFormat = _enum(WebhookFormat)
+    tags: dict[str, str] | list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    password_hash: str | None = Field(default=None, max_length=200)
+    expires_in: int
+    expires_at: datetime = _when()
+    created_at: datetime = _when()
+    updated_at: datetime = _when()
+    completed_at: datetime | None = _when(nullable=True)
+
+
+class Image(SQLModel, table=True):
+    __table_args__ = (Index("ix_image_session_index", "session_id", "index", unique=True),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    session_id: str = Field(foreign_key="upload_session.id", max_length=40)
+    project_id: str = Field(foreign_key="project.id", index=True, max_length=40)
+    index: int
+    filename: str = Field(max_length=255)
+    mime_type: str = Field(max_length=40)
+    size_bytes: int
+    width: int
+    height: int
+    sha256: str = Field(max_length=64)
+    storage_key: str = Field(max_length=300)
+    source: str = Field(default="camera", max_length=64)
+    created_at: datetime = _when()
+
+
+class Delivery(SQLModel, table=True):
+    __table_args__ = (Index("ix_delivery_due", "status", "next_attempt_at"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    image_id: str = Field(foreign_key="image.id", index=True, max_length=40)
+    session_id: str = Field(foreign_key="upload_session.id", index=True, max_length=40)
+    project_id: str = Field(foreign_key="project.id", max_length=40)
+    destination_id: str | None = Field(default=None, foreign_key="destination.id", max_length=40)
+    kind: DeliveryMode = _enum(DeliveryMode)
+    status: DeliveryStatus = _enum(DeliveryStatus)
+    attempts: int = 0
+    next_attempt_at: datetime | None = _when(nullable=True)
+    last_error: str | None = None
+    remote_location: str | None = None
+    created_at: datetime = _when()
+    updated_at: datetime = _when()
+
+
+class Destination(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=40)
+    project_id: str = Field(foreign_key="project.id", index=True, max_length=40)
+    kind: DeliveryMode = _enum(DeliveryMode)
+    name: str = Field(max_length=100)
+    config_encrypted: str
+    is_default: bool = False
+    is_active: bool = True
+    created_at: datetime = _when()
+    updated_at: datetime = _when()
+
+
+class Event(SQLModel, table=True):
+    """The event log: every envelope published, kept as each session's audit trail."""
+
+    __table_args__ = (Index("ix_event_session", "session_id", "id"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    project_id: str = Field(foreign_key="project.id", index=True, max_length=40)
+    session_id: str | None = Field(default=None, foreign_key="upload_session.id", max_length=40)
+    type: str = Field(max_length=64)
+    data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _when()
+
+
+class PasswordFailure(SQLModel, table=True):
+    """One wrong password attempt; the recent ones decide when a session stops listening."""
+
+    __tablename__ = "password_failure"
+    __table_args__ = (Index("ix_password_failure_session_at", "session_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    session_id: str = Field(foreign_key="upload_session.id", max_length=40)
+    at: datetime = _when()
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+MAX_TAGS = 50
+MAX_TAG_KEY = 64
+MAX_TAG_VALUE = 256
+
+
+class SessionCreate(BaseModel):
+    """What a caller may ask for when creating a session; every front door validates with this.
+
+    The largest ``max_images`` a deployment allows comes in the validation context
+    (``{"max_images_limit": n}``), since it is a setting rather than a constant.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    delivery_mode: DeliveryMode | None = None
+    webhook_url: str | None = Field(default=None, max_length=2048)
+    webhook_format: WebhookFormat = WebhookFormat.JSON_BASE64
+    expires_in: StrictInt = Field(default=3600, ge=1, le=604800)
+    max_images: StrictInt = Field(default=10, ge=1)
+    allowed_mime_types: list[StrictStr] | None = Field(default=None, min_length=1, max_length=20)
+    password: StrictStr | None = Field(default=None, min_length=4, max_length=128)
+    tags: dict[StrictStr, StrictStr] | list[StrictStr] | None = None
+
+    @field_validator("max_images", mode="after")
+    @classmethod
+    def _within_limit(cls, value: int, info: ValidationInfo) -> int:
+        limit = (info.context or {}).get("max_images_limit")
+        if limit is not None and value > limit:
+            raise ValueError(f"max_images must be at most {limit}")
+        return value
+
+    @field_validator("allowed_mime_types", mode="after")
+    @classmethod
+    def _supported_types(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        chosen: list[str] = []
+        for raw in value:
+            mime = MIME_ALIASES.get(raw.strip().lower(), raw.strip().lower())
+            if mime == "image/svg+xml":
+                raise ValueError(
+                    "image/svg+xml is not accepted: an SVG is a document that can carry scripts "
+                    "and links, not a photo, so photodrop only takes raster images"
+                )
+            if mime not in SUPPORTED_MIME_TYPES:
+                raise ValueError(f"{raw!r} is not a supported image type; use any of {', '.join(SUPPORTED_MIME_TYPES)}")
+            if mime not in chosen:
+                chosen.append(mime)
+        return chosen
+
+    @field_validator("tags", mode="after")
+    @classmethod
+    def _bounded_tags(cls, value: dict[str, str] | list[str] | None) -> dict[str, str] | list[str] | None:
+        if value is None:
+            return None
+        if len(value) > MAX_TAGS:
+            raise ValueError(f"at most {MAX_TAGS} tags are allowed")
+        if isinstance(value, dict):
+            if any(not key or len(key) > MAX_TAG_KEY for key in value):
+                raise ValueError(f"tag names must be 1 to {MAX_TAG_KEY} characters")
+            texts = list(value.values())
+        else:
+            texts = value
+        if any(len(text) > MAX_TAG_VALUE for text in texts):
+            raise ValueError(f"tags must be at most {MAX_TAG_VALUE} characters")
+        return value
+
+    @model_validator(mode="after")
+    def _destination_given(self) -> SessionCreate:
+        if self.delivery_mode is None:
+            raise PydanticCustomError("missing", "delivery_mode is required", {"param": "delivery_mode"})
+        if self.delivery_mode is DeliveryMode.WEBHOOK and not self.webhook_url:
+            raise PydanticCustomError(
+                "missing", "webhook_url is required when delivery_mode is webhook", {"param": "webhook_url"}
+            )
+        if self.webhook_url is not None:
+            url = urlsplit(self.webhook_url)
+            if url.scheme not in ("http", "https") or not url.hostname:
+                raise PydanticCustomError(
+                    "url", "webhook_url must be an http or https URL with a host", {"param": "webhook_url"}
+                )
+        return self

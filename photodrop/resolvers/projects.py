@@ -1,0 +1,113 @@
+"""Projects and their API keys."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlmodel import col, select
+
+from photodrop.context import Principal, Services
+from photodrop.errors import InvalidInput, NotFound, Unauthenticated
+from photodrop.ids import new_id
+from photodrop.models import ApiKey, KeyEnv, Project, utcnow
+
+DEFAULT_PROJECT = "default"
+_LAST_USED_GRANULARITY = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A freshly created key: the only moment its plain text exists."""
+
+    key: ApiKey
+    plain_text: str
+
+
+def hash_key(plain_text: str) -> str:
+    # Keys carry 128 random bits, so a fast hash is as strong as a slow one here.
+    return hashlib.sha256(plain_text.encode()).hexdigest()
+
+
+def new_webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+async def ensure_project(services: Services, *, name: str) -> tuple[Project, bool]:
+    """The project called ``name``, created when missing; the flag says whether it was."""
+    async with services.db.write() as s, s.begin():
+        project = (await s.exec(select(Project).where(Project.name == name))).first()
+        if project is not None:
+            return project, False
+        project = Project(id=new_id("proj"), name=name, webhook_secret=new_webhook_secret(), created_at=utcnow())
+        s.add(project)
+    return project, True
+
+
+async def any_project_exists(services: Services) -> bool:
+    async with services.db.read() as s:
+        return (await s.exec(select(Project.id).limit(1))).first() is not None
+
+
+async def create_key(services: Services, *, project_name: str, env: KeyEnv, label: str = "") -> IssuedKey:
+    """Issue ``aptr_<env>_<32 hex>`` for the project, creating the project when it is new."""
+    if len(label) > 100:
+        raise InvalidInput("label must be at most 100 characters", param="label")
+    project, _ = await ensure_project(services, name=project_name)
+    plain = f"aptr_{env.value}_{secrets.token_hex(16)}"
+    key = ApiKey(
+        id=new_id("key"),
+        project_id=project.id,
+        key_hash=hash_key(plain),
+        prefix=plain[:14],
+        last_four=plain[-4:],
+        env=env,
+        label=label,
+        created_at=utcnow(),
+    )
+    async with services.db.write() as s, s.begin():
+        s.add(key)
+    return IssuedKey(key=key, plain_text=plain)
+
+
+async def list_keys(services: Services, *, project_name: str | None = None) -> list[tuple[ApiKey, str]]:
+    """Every key with its project's name, oldest first, optionally of one project."""
+    query = select(ApiKey, Project.name).join(Project).order_by(col(ApiKey.id))
+    if project_name is not None:
+        query = query.where(Project.name == project_name)
+    async with services.db.read() as s:
+        return [(key, name) for key, name in (await s.exec(query)).all()]
+
+
+async def revoke_key(services: Services, *, key_id: str) -> ApiKey:
+    async with services.db.write() as s, s.begin():
+        key = await s.get(ApiKey, key_id)
+        if key is None:
+            raise NotFound(f"no API key {key_id}", param="id")
+        if key.revoked_at is None:
+            key.revoked_at = utcnow()
+    return key
+
+
+async def authenticate(services: Services, authorization: str | None) -> Principal:
+    """The principal behind an ``Authorization: Bearer aptr_...`` header, or 401."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("missing API key: send Authorization: Bearer aptr_...")
+    async with services.db.read() as s:
+        key = (await s.exec(select(ApiKey).where(ApiKey.key_hash == hash_key(token)))).first()
+    if key is None:
+        raise Unauthenticated("invalid API key")
+    if key.revoked_at is not None:
+        raise Unauthenticated("this API key has been revoked")
+    now = utcnow()
+    if key.last_used_at is None or now - key.last_used_at > _LAST_USED_GRANULARITY:
+        async with services.db.write() as s, s.begin():
+            stored = await s.get(ApiKey, key.id)
+            if stored is not None:
+                stored.last_used_at = now
+    return Principal(project_id=key.project_id, key_id=key.id, env=key.env)

@@ -1,0 +1,272 @@
+"""Accepting photos into a session: passwords, limits, validation, and the outbox rows."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import anyio
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import case, func, update
+from sqlmodel import col, select
+
+from photodrop.context import Principal, Services
+from photodrop.errors import (
+    Expired,
+    NotFound,
+    SessionFull,
+    StateConflict,
+    TooManyAttempts,
+    UnsupportedType,
+    WrongPassword,
+)
+from photodrop.events import Envelope
+from photodrop.ids import new_id
+from photodrop.images import EXTENSIONS, inspect_image, sanitize_filename
+from photodrop.models import (
+    OPEN_STATUSES,
+    Delivery,
+    DeliveryStatus,
+    Image,
+    PasswordFailure,
+    SessionStatus,
+    UploadSession,
+    utcnow,
+)
+from photodrop.resolvers.sessions import expire_if_due, find_session, password_hasher, session_state, status_event
+from photodrop.spool import SpooledFile, read_multipart
+
+ATTEMPT_WINDOW = timedelta(minutes=1)
+MAX_SOURCE = 64
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What an uploader presents for a password-protected session."""
+
+    password: str | None = None
+    unlock_token: str | None = None
+
+
+def unlock_token(services: Services, session: UploadSession) -> str:
+    """Proof that this browser gave the right password; void once the password changes."""
+    message = f"unlock:{session.id}:{session.password_hash}".encode()
+    return hmac.new(services.settings.resolved_secret_key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def image_summary(image: Image) -> dict[str, object]:
+    return {
+        "id": image.id,
+        "index": image.index,
+        "filename": image.filename,
+        "mime_type": image.mime_type,
+        "size_bytes": image.size_bytes,
+        "width": image.width,
+        "height": image.height,
+        "sha256": image.sha256,
+    }
+
+
+async def verify_password(services: Services, session_id: str, password: str) -> str | None:
+    """The unlock token when ``password`` is right, None when it is wrong (each miss is counted)."""
+    session = await find_session(services, session_id)
+    try:
+        await _check_password(services, session, Credentials(password=password))
+    except WrongPassword:
+        return None
+    return unlock_token(services, session) if session.password_hash else None
+
+
+async def open_for_upload(
+    services: Services, session_id: str, credentials: Credentials, principal: Principal | None = None
+) -> UploadSession:
+    """The session, once the uploader may add to it and it still takes photos."""
+    session = await find_session(services, session_id)
+    if principal is not None and principal.project_id != session.project_id:
+        raise NotFound("no such upload session", param="id")
+    _ensure_accepting(session)
+    await _check_password(services, session, credentials)
+    return session
+
+
+async def accept_upload(
+    services: Services,
+    session_id: str,
+    *,
+    body: AsyncIterator[bytes],
+    content_type: str | None,
+    credentials: Credentials,
+    principal: Principal | None = None,
+) -> list[Image]:
+    """Stream a multipart body into the session; each ``file`` part becomes one image.
+
+    Every image is committed on its own, with its deliveries and events, so a later file's
+    failure never takes back an earlier one.
+    """
+    session = await open_for_upload(services, session_id, credentials, principal)
+    settings = services.settings
+    form = await read_multipart(
+        body,
+        content_type,
+        directory=settings.spool_dir,
+        max_file_bytes=settings.max_image_bytes,
+        max_files=settings.max_images_limit,
+    )
+    try:
+        files = [spooled for spooled in form.files if spooled.field == "file"]
+        if not files:
+            raise UnsupportedType("no image received: send it in a multipart part named 'file'", param="file")
+        room = session.max_images - session.image_count
+        if len(files) > room:
+            raise SessionFull(f"{len(files)} files sent but only {room} more fit in this session", param="file")
+        source = (form.fields.get("source") or "camera").strip()[:MAX_SOURCE] or "camera"
+        return [await _accept_file(services, session, spooled, source) for spooled in files]
+    finally:
+        form.discard()
+
+
+async def _accept_file(services: Services, session: UploadSession, spooled: SpooledFile, source: str) -> Image:
+    if spooled.size == 0:
+        raise UnsupportedType(f"{spooled.filename or 'the file'} is empty", param="file")
+    info = await anyio.to_thread.run_sync(
+        lambda: inspect_image(spooled.path, max_pixels=services.settings.max_image_pixels)
+    )
+    if info.mime_type not in session.allowed_mime_types:
+        raise UnsupportedType(
+            f"{info.mime_type} is not accepted in this session (allowed: {', '.join(session.allowed_mime_types)})",
+            param="file",
+        )
+    image_id = new_id("img")
+    key = f"{session.project_id}/{session.id}/{image_id}.{EXTENSIONS[info.mime_type]}"
+    await services.storage.put_file(key, spooled.path)
+    try:
+        async with services.db.write() as s, s.begin():
+            now = utcnow()
+            counted = col(UploadSession.image_count) + 1
+            claimed = (
+                (
+                    await s.exec(
+                        update(UploadSession)
+                        .where(
+                            col(UploadSession.id) == session.id,
+                            col(UploadSession.status).in_(OPEN_STATUSES),
+                            col(UploadSession.image_count) < col(UploadSession.max_images),
+                            col(UploadSession.expires_at) > now,
+                        )
+                        .values(
+                            image_count=counted,
+                            version=col(UploadSession.version) + 1,
+                            status=case(
+                                (counted >= col(UploadSession.max_images), SessionStatus.COMPLETED.value),
+                                else_=SessionStatus.ACTIVE.value,
+                            ),
+                            completed_at=case((counted >= col(UploadSession.max_images), now), else_=None),
+                            updated_at=now,
+                        )
+                        .returning(UploadSession)
+                        .execution_options(synchronize_session=False)
+                    )
+                )
+                .scalars()
+                .first()
+            )
+            if claimed is None:
+                raise _NoRoom()
+            image = Image(
+                id=image_id,
+                session_id=session.id,
+                project_id=session.project_id,
+                index=claimed.image_count - 1,
+                filename=sanitize_filename(spooled.filename, info.mime_type),
+                mime_type=info.mime_type,
+                size_bytes=spooled.size,
+                width=info.width,
+                height=info.height,
+                sha256=spooled.sha256,
+                storage_key=key,
+                source=source,
+                created_at=now,
+            )
+            s.add(image)
+            await s.flush()  # the delivery row refers to the image; write that first
+            s.add(
+                Delivery(
+                    id=new_id("dlv"),
+                    image_id=image_id,
+                    session_id=session.id,
+                    project_id=session.project_id,
+                    kind=session.delivery_mode,
+                    status=DeliveryStatus.PENDING,
+                    next_attempt_at=now,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            events = [
+                Envelope(
+                    type="image.uploaded",
+                    data={"session": session_state(claimed), "image": image_summary(image)},
+                    project_id=session.project_id,
+                    session_id=session.id,
+                )
+            ]
+            if claimed.image_count == 1 or claimed.status is SessionStatus.COMPLETED:
+                events.append(status_event(claimed))
+            for event in events:
+                s.add(event.to_row())
+    except _NoRoom:
+        await services.storage.delete(key)
+        _ensure_accepting(await expire_if_due(services, await find_session(services, session.id)))
+        raise SessionFull("the session already has all the images it takes", param="file") from None
+    except BaseException:
+        await services.storage.delete(key)
+        raise
+    await services.bus.publish(events)
+    return image
+
+
+class _NoRoom(Exception):
+    """The conditional update found the session closed, full or out of time."""
+
+
+def _ensure_accepting(session: UploadSession) -> None:
+    if session.status is SessionStatus.EXPIRED:
+        raise Expired("this upload link has expired", param="id")
+    full = session.image_count >= session.max_images
+    if full:
+        raise SessionFull(f"the session already has its {session.max_images} images", param="file")
+    if session.status is SessionStatus.COMPLETED:
+        raise StateConflict("the session is completed and takes no more images", param="id")
+
+
+async def _check_password(services: Services, session: UploadSession, credentials: Credentials) -> None:
+    if session.password_hash is None:
+        return
+    token = credentials.unlock_token
+    if token and hmac.compare_digest(token, unlock_token(services, session)):
+        return
+    since = utcnow() - ATTEMPT_WINDOW
+    async with services.db.read() as s:
+        failures = (
+            await s.exec(
+                select(func.count())
+                .select_from(PasswordFailure)
+                .where(PasswordFailure.session_id == session.id, col(PasswordFailure.at) > since)
+            )
+        ).one()
+    limit = services.settings.password_attempts_per_minute
+    if failures >= limit:
+        raise TooManyAttempts("too many wrong passwords for this session; wait a minute and try again", retry_after=60)
+    if not credentials.password:
+        raise WrongPassword("this session needs a password", param="password")
+    hashed = session.password_hash
+    password = credentials.password
+    try:
+        await anyio.to_thread.run_sync(lambda: password_hasher.verify(hashed, password))
+    except (VerificationError, InvalidHashError):
+        async with services.db.write() as s, s.begin():
+            s.add(PasswordFailure(session_id=session.id, at=utcnow()))
+        raise WrongPassword("wrong password", param="password") from None

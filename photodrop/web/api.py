@@ -1,0 +1,212 @@
+"""A small router for the REST shim that documents what it routes.
+
+Each operation is declared once, with its input and output models; the same declaration
+builds the Starlette route and its entry in the OpenAPI 3.1 document.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from photodrop.context import Services
+from photodrop.errors import InvalidInput, PhotodropError, from_validation_error
+from photodrop.web.shapes import ErrorOut
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+M = TypeVar("M", bound=BaseModel)
+
+MULTIPART_IMAGES = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {"type": "array", "items": {"type": "string", "contentMediaType": "application/octet-stream"}},
+        "source": {"type": "string", "maxLength": 64},
+    },
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    endpoint: Endpoint
+    summary: str
+    responses: dict[int, type[BaseModel] | str | None]
+    body: type[BaseModel] | dict[str, Any] | None = None
+    query: type[BaseModel] | None = None
+    errors: tuple[int, ...] = ()
+    auth: bool = True
+
+
+@dataclass
+class ApiRouter:
+    operations: list[Operation] = field(default_factory=list)
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str,
+        responses: dict[int, type[BaseModel] | str | None],
+        body: type[BaseModel] | dict[str, Any] | None = None,
+        query: type[BaseModel] | None = None,
+        errors: Sequence[int] = (),
+        auth: bool = True,
+    ) -> Callable[[Endpoint], Endpoint]:
+        """Declare an operation. A ``responses`` value is a model, a media type, or None (no body)."""
+
+        def decorate(endpoint: Endpoint) -> Endpoint:
+            self.operations.append(
+                Operation(method, path, endpoint, summary, responses, body, query, tuple(errors), auth)
+            )
+            return endpoint
+
+        return decorate
+
+    def routes(self) -> list[Route]:
+        return [Route(op.path, op.endpoint, methods=[op.method]) for op in self.operations]
+
+    def openapi(self, *, prefixes: Sequence[str], title: str, version: str) -> dict[str, Any]:
+        models: set[type[BaseModel]] = {ErrorOut}
+        for op in self.operations:
+            models.update(m for m in op.responses.values() if isinstance(m, type))
+            models.update(m for m in (op.body, op.query) if isinstance(m, type))
+        keyed = [(model, "serialization") for model in sorted(models, key=lambda m: m.__name__)]
+        _, definitions = models_json_schema(keyed, ref_template="#/components/schemas/{model}")  # type: ignore[arg-type]
+        schemas: dict[str, Any] = definitions.get("$defs", {})
+        paths: dict[str, dict[str, Any]] = {}
+        for prefix in prefixes:
+            for op in self.operations:
+                paths.setdefault(prefix + op.path, {})[op.method.lower()] = _describe(op, schemas, prefix)
+        return {
+            "openapi": "3.1.0",
+            "info": {"title": title, "version": version},
+            "paths": paths,
+            "components": {
+                "schemas": schemas,
+                "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "bearerFormat": "aptr_live_..."}},
+            },
+        }
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _describe(op: Operation, schemas: dict[str, Any], prefix: str) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "operationId": (prefix.strip("/").replace("/", "_") + "_" + op.endpoint.__name__),
+        "summary": op.summary,
+        "parameters": [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in re.findall(r"{(\w+)}", op.path)
+        ],
+        "responses": {},
+    }
+    if op.query is not None:
+        query = schemas[op.query.__name__]
+        required = set(query.get("required", []))
+        operation["parameters"] += [
+            {"name": name, "in": "query", "required": name in required, "schema": schema}
+            for name, schema in query["properties"].items()
+        ]
+    if isinstance(op.body, dict):
+        operation["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": op.body}}}
+    elif op.body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(op.body)}}}
+    if op.auth:
+        operation["security"] = [{"apiKey": []}]
+    for status, shape in op.responses.items():
+        described: dict[str, Any] = {"description": HTTPStatus(status).phrase}
+        if isinstance(shape, type):
+            described["content"] = {"application/json": {"schema": _ref(shape)}}
+        elif isinstance(shape, str):
+            described["content"] = {shape: {"schema": {"type": "string"}}}
+        operation["responses"][str(status)] = described
+    errors = set(op.errors) | ({401} if op.auth else set())
+    for status in sorted(errors):
+        operation["responses"][str(status)] = {
+            "description": HTTPStatus(status).phrase,
+            "content": {"application/json": {"schema": _ref(ErrorOut)}},
+        }
+    return operation
+
+
+def services(request: Request) -> Services:
+    result: Services = request.app.state.services
+    return result
+
+
+def respond(model: BaseModel | None, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    if model is None:
+        return Response(status_code=status, headers=headers)
+    return JSONResponse(model.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+def error_response(exc: PhotodropError) -> JSONResponse:
+    body = ErrorOut(
+        statusCode=exc.status_code,
+        error=HTTPStatus(exc.status_code).phrase,
+        code=exc.code,
+        message=exc.message,
+        param=exc.param,
+    )
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    return JSONResponse(body.model_dump(mode="json"), status_code=exc.status_code, headers=headers)
+
+
+def parse_query(request: Request, model: type[M]) -> M:
+    """Read query parameters into ``model``; list fields take repeated or comma-separated values."""
+    raw: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        values = request.query_params.getlist(name)
+        if not values:
+            continue
+        if _is_list(info.annotation):
+            raw[name] = [part for value in values for part in value.split(",") if part]
+        else:
+            raw[name] = values[-1]
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from exc
+
+
+def _is_list(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin in (Union, UnionType):
+        return any(_is_list(arg) for arg in get_args(annotation))
+    return origin is list
+
+
+async def read_json(request: Request) -> Any:
+    """The JSON body, or a 400 that says what is wrong with it."""
+    body = await request.body()
+    if not body:
+        return {}
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
+
+
+def parse_body(data: Any, model: type[M]) -> M:
+    if not isinstance(data, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from exc

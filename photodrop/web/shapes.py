@@ -1,0 +1,121 @@
+"""The JSON shapes the REST shim answers with; the OpenAPI document is built from these."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from photodrop.models import DeliveryMode, Image, SessionStatus, UploadSession, WebhookFormat
+
+
+def session_links(base_url: str, session_id: str) -> dict[str, str]:
+    """The phone page and QR image of a session, as every front door names them."""
+    return {"url": f"{base_url}/s/{session_id}", "qr_code_url": f"{base_url}/v1/sessions/{session_id}/qr"}
+
+
+class SessionOut(BaseModel):
+    id: str = Field(description="sess_ followed by a ULID")
+    uuid: str = Field(description="The same value as id, for SDKs that read uuid")
+    status: SessionStatus
+    url: str = Field(description="The phone's upload page")
+    upload_url: str = Field(description="Same as url")
+    qr_code_url: str
+    qr_url: str = Field(description="Same as qr_code_url")
+    expires_at: datetime
+    expires_in: int
+    max_images: int
+    image_count: int
+    allowed_mime_types: list[str]
+    delivery_mode: DeliveryMode
+    webhook_url: str | None
+    webhook_format: WebhookFormat
+    tags: dict[str, str] | list[str] | None
+    password_protected: bool
+    created_at: datetime
+    completed_at: datetime | None
+    version: int
+
+    @classmethod
+    def of(cls, session: UploadSession, base_url: str) -> SessionOut:
+        links = session_links(base_url, session.id)
+        return cls(
+            id=session.id,
+            uuid=session.id,
+            status=session.status,
+            url=links["url"],
+            upload_url=links["url"],
+            qr_code_url=links["qr_code_url"],
+            qr_url=links["qr_code_url"],
+            expires_at=session.expires_at,
+            expires_in=session.expires_in,
+            max_images=session.max_images,
+            image_count=session.image_count,
+            allowed_mime_types=session.allowed_mime_types,
+            delivery_mode=session.delivery_mode,
+            webhook_url=session.webhook_url,
+            webhook_format=session.webhook_format,
+            tags=session.tags,
+            password_protected=session.password_hash is not None,
+            created_at=session.created_at,
+            completed_at=session.completed_at,
+            version=session.version,
+        )
+
+
+class SessionListOut(BaseModel):
+    object: str = "list"
+    data: list[SessionOut]
+    has_more: bool
+    next_cursor: str | None = Field(description="Pass as starting_after to read the next page")
+
+
+class ImageOut(BaseModel):
+    id: str
+    filename: str
+    size_bytes: int
+    mime_type: str
+    width: int
+    height: int
+    sha256: str
+
+    @classmethod
+    def of(cls, image: Image) -> ImageOut:
+        return cls.model_validate(image, from_attributes=True)
+
+
+class ImagesOut(BaseModel):
+    images: list[ImageOut]
+
+
+class PasswordCheck(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    password: str = Field(max_length=1024)
+
+
+class PasswordResult(BaseModel):
+    valid: bool
+
+
+class ErrorOut(BaseModel):
+    statusCode: int  # noqa: N815  (the documented wire name)
+    error: str
+    code: str
+    message: str
+    param: str | None = None
+
+
+class SessionListQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    status: list[SessionStatus] | None = None
+    limit: int = Field(default=20, ge=1, le=100)
+    starting_after: str | None = None
+
+
+class PollQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    since: int | None = Field(default=None, ge=0, description="Answer once the version is past this one")
+    timeout: float = Field(default=30, gt=0, description="Seconds to wait before answering 204 (at most 60)")
