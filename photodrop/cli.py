@@ -9,10 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
-import uvicorn
 from broadcaster import Broadcast
 
-from photodrop.app import create_app
 from photodrop.config import Settings
 from photodrop.context import Services
 from photodrop.db import Database
@@ -63,6 +61,10 @@ async def _first_start(services: Services) -> None:
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn  # the key and migrate commands start faster without the web stack
+
+    from photodrop.app import create_app
+
     if settings.public_url is None:
         settings = settings.model_copy(update={"public_url": f"http://{args.host}:{args.port}"})
     _run(settings, _first_start)

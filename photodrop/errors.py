@@ -74,7 +74,7 @@ def from_validation_error(exc: ValidationError) -> InvalidInput:
     """The first problem pydantic found, named by the parameter it concerns."""
     first = exc.errors(include_url=False)[0]
     context = first.get("ctx") or {}
-    param = context.get("param") or ".".join(str(part) for part in first["loc"]) or None
+    param = context.get("param") or (str(first["loc"][0]) if first["loc"] else None)
     message = first["msg"].removeprefix("Value error, ")
     if param and first["type"] != "missing" and not message.startswith(str(param)):
         message = f"{param}: {message}"

@@ -11,7 +11,7 @@ from typing import Any
 
 from broadcaster import Broadcast
 
-from photodrop.ids import new_id
+from photodrop.ids import new_ordered_id
 from photodrop.models import Event, utcnow
 
 
@@ -31,7 +31,7 @@ class Envelope:
     data: dict[str, Any]
     project_id: str
     session_id: str | None = None
-    id: str = field(default_factory=lambda: new_id("evt"))
+    id: str = field(default_factory=lambda: new_ordered_id("evt"))
     created_at: datetime = field(default_factory=utcnow)
 
     @property

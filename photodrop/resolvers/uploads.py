@@ -16,6 +16,7 @@ from sqlmodel import col, select
 from photodrop.context import Principal, Services
 from photodrop.errors import (
     Expired,
+    InvalidInput,
     NotFound,
     SessionFull,
     StateConflict,
@@ -118,7 +119,7 @@ async def accept_upload(
     try:
         files = [spooled for spooled in form.files if spooled.field == "file"]
         if not files:
-            raise UnsupportedType("no image received: send it in a multipart part named 'file'", param="file")
+            raise InvalidInput("no image received: send it in a multipart part named 'file'", param="file")
         room = session.max_images - session.image_count
         if len(files) > room:
             raise SessionFull(f"{len(files)} files sent but only {room} more fit in this session", param="file")

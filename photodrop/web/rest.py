@@ -20,14 +20,13 @@ from photodrop.web.api import (
     services,
 )
 from photodrop.web.shapes import (
-    ImageOut,
-    ImagesOut,
     PasswordCheck,
     PasswordResult,
     PollQuery,
     SessionListOut,
     SessionListQuery,
     SessionOut,
+    UploadOut,
 )
 
 PREFIXES = ("/v1", "/api/v1")
@@ -137,7 +136,7 @@ async def session_qr(request: Request) -> Response:
     "/upload/{id}/images",
     summary="Upload one or more photos (multipart parts named 'file')",
     body=MULTIPART_IMAGES,
-    responses={201: ImageOut},
+    responses={201: UploadOut},
     errors=(400, 404, 409, 410, 413, 415, 422, 429),
     auth=False,
 )
@@ -155,8 +154,7 @@ async def upload_images(request: Request) -> Response:
         ),
         principal=principal,
     )
-    shaped = [ImageOut.of(image) for image in images]
-    return respond(shaped[0] if len(shaped) == 1 else ImagesOut(images=shaped), 201)
+    return respond(UploadOut.of(images), 201)
 
 
 @api.route(

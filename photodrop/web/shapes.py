@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from photodrop.models import DeliveryMode, Image, SessionStatus, UploadSession, WebhookFormat
 
@@ -86,6 +86,15 @@ class ImageOut(BaseModel):
 
 class ImagesOut(BaseModel):
     images: list[ImageOut]
+
+
+class UploadOut(RootModel[ImageOut | ImagesOut]):
+    """One file sent: that image. Several: ``{"images": [...]}`` in the order they were sent."""
+
+    @classmethod
+    def of(cls, images: list[Image]) -> UploadOut:
+        shaped = [ImageOut.of(image) for image in images]
+        return cls(shaped[0] if len(shaped) == 1 else ImagesOut(images=shaped))
 
 
 class PasswordCheck(BaseModel):

@@ -1,0 +1,86 @@
+"""A real ``photodrop serve`` process on a free loopback port, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def photodrop_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTODROP_")}
+    env.update({"PHOTODROP_DATA_DIR": str(data_dir), **extra})
+    return env
+
+
+def photodrop_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "photodrop", *args],
+        env=photodrop_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@dataclass
+class LiveServer:
+    """A server process whose output is collected line by line as it runs."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    lines: list[str] = field(default_factory=list)
+    process: subprocess.Popen[str] | None = None
+    reader: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> LiveServer:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "photodrop", "serve", "--port", str(self.port)],
+            env=photodrop_env(self.data_dir),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        ready = threading.Event()
+        self.reader = threading.Thread(target=self._drain, args=(ready,), daemon=True)
+        self.reader.start()
+        if not ready.wait(timeout=60):
+            self.stop()
+            raise RuntimeError("photodrop did not start:\n" + "".join(self.lines))
+        return self
+
+    def _drain(self, ready: threading.Event) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if "Application startup complete" in line:
+                ready.set()
+        ready.set()  # the process ended; start() reports what it printed
+
+    def stop(self) -> None:
+        """Stop the server as an init system would (SIGTERM) and collect the rest of its output."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        if self.reader is not None:
+            self.reader.join(timeout=30)
+        if self.process.stdout is not None:
+            self.process.stdout.close()

@@ -1,0 +1,101 @@
+"""The OpenAPI document is generated from the routes, and real responses match it."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+from jsonschema import Draft202012Validator
+
+from tests.conftest import bearer, image_bytes, new_session
+
+pytestmark = pytest.mark.anyio
+
+
+def _template(doc: dict[str, Any], path: str) -> str:
+    for template in doc["paths"]:
+        if re.fullmatch(re.sub(r"{\w+}", "[^/]+", template), path):
+            return template
+    raise AssertionError(f"{path} is not in the OpenAPI document")
+
+
+def _check(doc: dict[str, Any], method: str, response: httpx.Response) -> tuple[str, str]:
+    template = _template(doc, response.request.url.path)
+    operation = doc["paths"][template][method.lower()]
+    documented = operation["responses"].get(str(response.status_code))
+    assert documented is not None, f"{method} {template} answered an undocumented {response.status_code}"
+    content = documented.get("content", {})
+    if "application/json" in content:
+        schema = {**content["application/json"]["schema"], "components": doc["components"]}
+        Draft202012Validator(schema).validate(response.json())
+    elif content:
+        assert response.headers["content-type"].split(";")[0] in content
+    else:
+        assert response.content == b""
+    return method.lower(), template
+
+
+async def test_document_is_served_under_both_prefixes(client: httpx.AsyncClient) -> None:
+    v1 = (await client.get("/v1/openapi.json")).json()
+    api_v1 = (await client.get("/api/v1/openapi.json")).json()
+    assert v1 == api_v1
+    assert v1["openapi"] == "3.1.0"
+    Draft202012Validator.check_schema({"$defs": v1["components"]["schemas"]})
+    assert {"/v1/sessions", "/api/v1/sessions", "/v1/upload/{id}/images"} <= set(v1["paths"])
+
+
+async def test_docs_page_lists_every_operation(client: httpx.AsyncClient) -> None:
+    doc = (await client.get("/v1/openapi.json")).json()
+    page = await client.get("/docs")
+    assert page.status_code == 200
+    for path, methods in doc["paths"].items():
+        if path.startswith("/v1/"):
+            for method in methods:
+                assert f"{method.upper()} {path}" in page.text
+
+
+async def test_real_responses_match_the_document(client: httpx.AsyncClient, key: str) -> None:
+    doc = (await client.get("/v1/openapi.json")).json()
+    auth = bearer(key)
+    seen: set[tuple[str, str]] = set()
+
+    async def call(method: str, url: str, **kwargs: Any) -> httpx.Response:
+        response = await client.request(method, url, **kwargs)
+        seen.add(_check(doc, method, response))
+        return response
+
+    created = await call("POST", "/v1/sessions", json={"delivery_mode": "poll", "password": "pass1234"}, headers=auth)
+    sid = created.json()["id"]
+    await call("POST", "/v1/sessions", json={"delivery_mode": "nope"}, headers=auth)
+    await call("POST", "/v1/sessions", json={})
+    await call("GET", "/v1/sessions", headers=auth)
+    await call("GET", "/v1/sessions?limit=500", headers=auth)
+    await call("GET", f"/v1/sessions/{sid}", headers=auth)
+    await call("GET", "/v1/sessions/sess_missing", headers=auth)
+    await call("POST", f"/api/v1/upload/{sid}/verify-password", json={"password": "wrong"})
+    await call("POST", f"/api/v1/upload/{sid}/verify-password", json={"password": "pass1234"})
+    await call("POST", f"/api/v1/upload/{sid}/images", files={"file": ("a.jpg", image_bytes(), "image/jpeg")})
+    await call(
+        "POST",
+        f"/api/v1/upload/{sid}/images",
+        files=[
+            ("file", ("a.png", image_bytes("PNG"), "image/png")),
+            ("file", ("b.gif", image_bytes("GIF"), "image/gif")),
+        ],
+    )
+    await call("POST", f"/api/v1/upload/{sid}/images", files={"file": ("a.jpg", b"nope", "image/jpeg")})
+    await call("GET", f"/v1/sessions/{sid}/poll?since=1", headers=auth)
+    await call("GET", f"/v1/sessions/{sid}/poll?timeout=0.1", headers=auth)
+    await call("GET", f"/v1/sessions/{sid}/qr")
+    await call("GET", f"/v1/sessions/{sid}/qr?size=10")
+    await call("POST", f"/v1/sessions/{sid}/complete", headers=auth)
+    other = await new_session(client, key)
+    await call("POST", f"/api/v1/upload/{sid}/images", files={"file": ("a.jpg", image_bytes(), "image/jpeg")})
+    await call("GET", f"/api/v1/sessions/{other['id']}", headers=auth)
+    documented = {
+        (method, path) for path, methods in doc["paths"].items() for method in methods if path.startswith("/v1/")
+    }
+    exercised = {(method, path.replace("/api/v1/", "/v1/")) for method, path in seen}
+    assert documented - {("get", "/v1/openapi.json")} <= exercised
