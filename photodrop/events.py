@@ -1,18 +1,28 @@
-"""Event envelopes, the channels they travel on, and the bus that carries them."""
+"""Event envelopes, the channels they travel on, and the bus that fans them out to subscribers.
+
+broadcaster carries each envelope between processes. Inside a process the bus keeps one
+broadcaster subscription per channel, whatever the number of local subscribers, and hands each
+subscriber its own bounded mailbox, so a slow consumer can never make memory grow.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from broadcaster import Broadcast
 
 from photodrop.ids import new_ordered_id
 from photodrop.models import Event, utcnow
+
+log = logging.getLogger(__name__)
 
 
 def session_channel(session_id: str) -> str:
@@ -53,6 +63,17 @@ class Envelope:
             created_at=self.created_at,
         )
 
+    @classmethod
+    def from_row(cls, row: Event) -> Envelope:
+        return cls(
+            id=row.id,
+            type=row.type,
+            data=row.data,
+            project_id=row.project_id,
+            session_id=row.session_id,
+            created_at=row.created_at,
+        )
+
     def to_json(self) -> str:
         return json.dumps({**self.public(), "project_id": self.project_id, "session_id": self.session_id})
 
@@ -69,11 +90,81 @@ class Envelope:
         )
 
 
+class SubscriberTooSlow(Exception):
+    """A subscriber fell so far behind that its mailbox had to drop events."""
+
+
+class Mailbox(Protocol):
+    """Where the bus leaves envelopes for one subscriber; ``offer`` must never block."""
+
+    def offer(self, envelope: Envelope) -> None: ...
+
+
+class NewestState:
+    """Keeps only the newest session version per session: a watcher needs the latest state, not each step.
+
+    At most ``max_sessions`` sessions wait at once; past that the subscriber is too slow.
+    """
+
+    def __init__(self, max_sessions: int = 1) -> None:
+        self._pending: OrderedDict[str, Envelope] = OrderedDict()
+        self._max = max_sessions
+        self._ready = asyncio.Event()
+        self._overflow = False
+
+    def offer(self, envelope: Envelope) -> None:
+        key = envelope.session_id or ""
+        held = self._pending.get(key)
+        if held is not None and held.version >= envelope.version:
+            return
+        if held is None and len(self._pending) >= self._max:
+            self._overflow = True
+        else:
+            self._pending[key] = envelope
+        self._ready.set()
+
+    async def get(self) -> Envelope:
+        while not self._pending:
+            if self._overflow:
+                raise SubscriberTooSlow("updates arrived faster than they were read")
+            self._ready.clear()
+            await self._ready.wait()
+        _, envelope = self._pending.popitem(last=False)
+        return envelope
+
+
+class EveryEvent:
+    """Keeps every envelope in order, up to ``limit``; a subscriber that falls further behind is cut off."""
+
+    def __init__(self, limit: int = 1000) -> None:
+        self._queue: asyncio.Queue[Envelope] = asyncio.Queue(maxsize=limit)
+        self._overflow = False
+
+    def offer(self, envelope: Envelope) -> None:
+        try:
+            self._queue.put_nowait(envelope)
+        except asyncio.QueueFull:
+            self._overflow = True
+
+    async def get(self) -> Envelope:
+        if self._queue.empty() and self._overflow:
+            raise SubscriberTooSlow("events arrived faster than they were read")
+        return await self._queue.get()
+
+
 class EventBus:
-    """Publishes committed events to the session's and the project's channels."""
+    """Publishes committed events to the session's and the project's channels, and fans them out."""
 
     def __init__(self, broadcast: Broadcast) -> None:
         self._broadcast = broadcast
+        self._mailboxes: dict[str, set[Mailbox]] = {}
+        self._readers: dict[str, asyncio.Task[None]] = {}
+        self._ready: dict[str, asyncio.Event] = {}
+
+    @property
+    def live_subscriptions(self) -> int:
+        """Subscribers attached in this process, across every channel."""
+        return sum(len(boxes) for boxes in self._mailboxes.values())
 
     async def publish(self, envelopes: list[Envelope]) -> None:
         for envelope in envelopes:
@@ -82,14 +173,36 @@ class EventBus:
                 await self._broadcast.publish(session_channel(envelope.session_id), message)
             await self._broadcast.publish(project_channel(envelope.project_id), message)
 
-    @asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator[AsyncIterator[Envelope]]:
-        """Envelopes published on ``channel`` from the moment this is entered."""
+    @contextlib.asynccontextmanager
+    async def subscribe(self, channel: str, mailbox: Mailbox) -> AsyncIterator[None]:
+        """Deliver ``channel``'s envelopes into ``mailbox`` from entry (once subscribed) until exit."""
+        boxes = self._mailboxes.setdefault(channel, set())
+        boxes.add(mailbox)
+        if channel not in self._readers:
+            self._ready[channel] = asyncio.Event()
+            self._readers[channel] = asyncio.create_task(self._read(channel), name=f"photodrop-bus:{channel}")
+        try:
+            await self._ready[channel].wait()
+            yield
+        finally:
+            boxes.discard(mailbox)
+            if not boxes:
+                del self._mailboxes[channel]
+                del self._ready[channel]
+                reader = self._readers.pop(channel)
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+
+    async def _read(self, channel: str) -> None:
         async with self._broadcast.subscribe(channel) as subscriber:
-
-            async def envelopes() -> AsyncIterator[Envelope]:
-                while True:
-                    event = await subscriber.get()
-                    yield Envelope.from_json(event.message)
-
-            yield envelopes()
+            self._ready[channel].set()
+            while True:
+                event = await subscriber.get()
+                try:
+                    envelope = Envelope.from_json(event.message)
+                except (ValueError, KeyError, TypeError):
+                    log.warning("ignored a malformed message on %s", channel)
+                    continue
+                for mailbox in list(self._mailboxes.get(channel, ())):
+                    mailbox.offer(envelope)

@@ -95,7 +95,8 @@ def inspect_image(path: Path, *, max_pixels: int) -> ImageInfo:
         raise TooLarge(f"the image has too many pixels: {exc}", param="file") from exc
     except UnidentifiedImageError as exc:
         raise UnsupportedType("the file is not an image photodrop accepts", param="file") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:
+        # Pillow's decoders report damage through all of these (the AVIF one with RuntimeError).
         raise UnsupportedType(f"the image is damaged or incomplete ({exc})", param="file") from exc
     return ImageInfo(mime_type=mime, width=width, height=height)
 

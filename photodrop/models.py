@@ -154,6 +154,27 @@ class UploadSession(SQLModel, table=True):
     updated_at: datetime = _when()
     completed_at: datetime | None = _when(nullable=True)
 
+    @property
+    def password_protected(self) -> bool:
+        return self.password_hash is not None
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything about the session but its password hash, as JSON: what its events carry."""
+        state = self.model_dump(mode="json", exclude={"password_hash"})
+        state["password_protected"] = self.password_protected
+        return state
+
+    @classmethod
+    def from_snapshot(cls, state: dict[str, Any]) -> UploadSession:
+        """The session as an event described it, for showing, never for checking a password."""
+        fields = {key: value for key, value in state.items() if key != "password_protected"}
+        fields["password_hash"] = PASSWORD_WITHHELD if state.get("password_protected") else None
+        return cls.model_validate(fields)
+
+
+# Stands in for the hash in a session rebuilt from an event; it matches no password.
+PASSWORD_WITHHELD = "withheld"  # noqa: S105  (a marker, not a credential)
+
 
 class Image(SQLModel, table=True):
     __table_args__ = (Index("ix_image_session_index", "session_id", "index", unique=True),)

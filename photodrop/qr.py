@@ -50,11 +50,13 @@ def render_qr(data: str, options: QrOptions, *, logo: bytes | None = None) -> tu
     modules = int(code.symbol_size(border=options.border)[0])
     scale = max(1, options.size // modules)
     if options.format == "svg":
+        # Vector output takes a fractional scale, so the drawing is exactly the size asked for.
+        svg_scale = options.size / modules
         out = io.BytesIO()
         code.save(
             out,
             kind="svg",
-            scale=scale,
+            scale=svg_scale,
             border=options.border,
             dark=options.fg,
             light=options.bg,
@@ -63,7 +65,7 @@ def render_qr(data: str, options: QrOptions, *, logo: bytes | None = None) -> tu
         )
         svg = out.getvalue()
         if options.logo:
-            svg = _svg_with_mark(svg, modules * scale, (modules - 2 * options.border) * scale, options)
+            svg = _svg_with_mark(svg, options.size, (modules - 2 * options.border) * svg_scale, options)
         return svg, MEDIA_TYPES["svg"]
     out = io.BytesIO()
     code.save(out, kind="png", scale=scale, border=options.border, dark=options.fg, light=options.bg)
@@ -112,7 +114,7 @@ def default_mark(side: int, fg: str, bg: str) -> Image.Image:
     return tile
 
 
-def _svg_with_mark(svg: bytes, width: int, symbol: int, options: QrOptions) -> bytes:
+def _svg_with_mark(svg: bytes, width: float, symbol: float, options: QrOptions) -> bytes:
     side = symbol * LOGO_SIDE
     origin = (width - side) / 2
     mark = (

@@ -16,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from photodrop.context import Principal, Services
 from photodrop.errors import InvalidInput, NotFound, StateConflict, from_validation_error
-from photodrop.events import Envelope, session_channel
+from photodrop.events import Envelope, NewestState, session_channel
 from photodrop.ids import new_id
 from photodrop.images import SUPPORTED_MIME_TYPES
 from photodrop.models import OPEN_STATUSES, SessionCreate, SessionStatus, UploadSession, utcnow
@@ -32,24 +32,10 @@ class SessionPage:
     has_more: bool
 
 
-def session_state(session: UploadSession) -> dict[str, Any]:
-    """The part of a session every event about it carries."""
-    return {
-        "id": session.id,
-        "status": session.status.value,
-        "version": session.version,
-        "image_count": session.image_count,
-        "max_images": session.max_images,
-        "expires_at": session.expires_at.isoformat(),
-        "completed_at": session.completed_at.isoformat() if session.completed_at else None,
-        "tags": session.tags,
-    }
-
-
 def status_event(session: UploadSession, *, type: str | None = None, **extra: Any) -> Envelope:
     return Envelope(
         type=type or f"session.{session.status}",
-        data={"session": session_state(session), **extra},
+        data={"session": session.snapshot(), **extra},
         project_id=session.project_id,
         session_id=session.id,
     )
@@ -248,14 +234,15 @@ async def wait_for_update(
         )
     if since is not None and since < 0:
         raise InvalidInput("since must be a version number (0 or more)", param="since")
+    newest = NewestState()
     # Subscribe before reading, so a change between the read and the wait cannot slip past.
-    async with services.bus.subscribe(session_channel(session_id)) as envelopes:
+    async with services.bus.subscribe(session_channel(session_id), newest):
         session = await get_session(services, principal, session_id)
         target = session.version if since is None else since
         if session.version > target:
             return session
         with anyio.move_on_after(wait_seconds):
-            async for envelope in envelopes:
-                if envelope.version > target:
-                    return await get_session(services, principal, session_id)
+            while (envelope := await newest.get()).version <= target:
+                pass
+            return UploadSession.from_snapshot(envelope.data["session"])
     return None

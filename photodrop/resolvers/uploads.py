@@ -37,7 +37,7 @@ from photodrop.models import (
     UploadSession,
     utcnow,
 )
-from photodrop.resolvers.sessions import expire_if_due, find_session, password_hasher, session_state, status_event
+from photodrop.resolvers.sessions import expire_if_due, find_session, password_hasher, status_event
 from photodrop.spool import SpooledFile, read_multipart
 
 ATTEMPT_WINDOW = timedelta(minutes=1)
@@ -209,7 +209,7 @@ async def _accept_file(services: Services, session: UploadSession, spooled: Spoo
             events = [
                 Envelope(
                     type="image.uploaded",
-                    data={"session": session_state(claimed), "image": image_summary(image)},
+                    data={"session": claimed.snapshot(), "image": image_summary(image)},
                     project_id=session.project_id,
                     session_id=session.id,
                 )

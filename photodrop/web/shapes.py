@@ -56,7 +56,7 @@ class SessionOut(BaseModel):
             webhook_url=session.webhook_url,
             webhook_format=session.webhook_format,
             tags=session.tags,
-            password_protected=session.password_hash is not None,
+            password_protected=session.password_protected,
             created_at=session.created_at,
             completed_at=session.completed_at,
             version=session.version,
