@@ -14,8 +14,9 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from photodrop import __version__
 from photodrop.config import Settings
@@ -27,6 +28,7 @@ from photodrop.resolvers.sessions import expire_due_sessions
 from photodrop.storage import open_storage
 from photodrop.web import pages
 from photodrop.web.api import error_response, services
+from photodrop.web.graphql import PhotodropGraphQL
 from photodrop.web.pages import templates
 from photodrop.web.rest import PREFIXES, api, openapi
 
@@ -47,6 +49,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.services = Services(
             settings=settings, db=database, bus=EventBus(broadcast), storage=open_storage(settings.resolved_storage_url)
         )
+        app.state.graphql = PhotodropGraphQL(app.state.services)
         sweeper = asyncio.create_task(_sweep(app.state.services), name="photodrop-expiry-sweeper")
         try:
             yield
@@ -61,6 +64,8 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         *(Mount(prefix, routes=[*api_routes, Route("/openapi.json", openapi)]) for prefix in PREFIXES),
         *pages.routes,
+        Route("/graphql", _graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", _graphql),
         Route("/docs", api_docs),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
@@ -77,6 +82,16 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.openapi = api.openapi(prefixes=PREFIXES, title="photodrop", version=__version__)
     return app
+
+
+class _GraphQLEndpoint:
+    """Hands /graphql to the view the lifespan built, since it needs the running services."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await scope["app"].state.graphql(scope, receive, send)
+
+
+_graphql = _GraphQLEndpoint()
 
 
 def app_from_env() -> Starlette:

@@ -29,7 +29,12 @@ class Settings(BaseSettings):
     password_attempts_per_minute: int = Field(default=10, ge=1)
     sweep_interval: float = Field(default=0.5, gt=0)
     long_poll_max_seconds: float = Field(default=60, gt=0)
-    environment: str = "development"
+    graphql_introspection: bool = True
+    graphql_max_depth: int = Field(default=10, ge=1)
+    graphql_max_aliases: int = Field(default=30, ge=1)
+    graphql_max_tokens: int = Field(default=2000, ge=1)
+    graphql_max_subscriptions: int = Field(default=100, ge=1)
+    graphql_connection_init_timeout: float = Field(default=10, gt=0)
 
     @property
     def resolved_database_url(self) -> str:

@@ -6,7 +6,12 @@ them into ``userErrors``. Anything else escaping a resolver is a bug.
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class PhotodropError(Exception):
@@ -68,6 +73,16 @@ class SessionFull(PhotodropError):
 class TooManyAttempts(PhotodropError):
     status_code = 429
     code = "RATE_LIMIT"
+
+
+def validated(model: type[M], data: Any, context: Mapping[str, Any] | None = None) -> M:
+    """``data`` as ``model``, or an InvalidInput naming the first parameter that is wrong."""
+    if not isinstance(data, Mapping):
+        raise InvalidInput("the input must be an object of named fields")
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from exc
 
 
 def from_validation_error(exc: ValidationError) -> InvalidInput:

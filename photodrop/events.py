@@ -103,11 +103,15 @@ class Mailbox(Protocol):
 class NewestState:
     """Keeps only the newest session version per session: a watcher needs the latest state, not each step.
 
-    At most ``max_sessions`` sessions wait at once; past that the subscriber is too slow.
+    A version no newer than one already handed out is dropped, so each version arrives at most
+    once. At most ``max_sessions`` sessions wait at once; past that the subscriber is too slow.
     """
+
+    REMEMBERED = 10_000
 
     def __init__(self, max_sessions: int = 1) -> None:
         self._pending: OrderedDict[str, Envelope] = OrderedDict()
+        self._delivered: OrderedDict[str, int] = OrderedDict()
         self._max = max_sessions
         self._ready = asyncio.Event()
         self._overflow = False
@@ -115,7 +119,8 @@ class NewestState:
     def offer(self, envelope: Envelope) -> None:
         key = envelope.session_id or ""
         held = self._pending.get(key)
-        if held is not None and held.version >= envelope.version:
+        newest = max(held.version if held else 0, self._delivered.get(key, 0))
+        if envelope.version <= newest:
             return
         if held is None and len(self._pending) >= self._max:
             self._overflow = True
@@ -129,7 +134,11 @@ class NewestState:
                 raise SubscriberTooSlow("updates arrived faster than they were read")
             self._ready.clear()
             await self._ready.wait()
-        _, envelope = self._pending.popitem(last=False)
+        key, envelope = self._pending.popitem(last=False)
+        self._delivered[key] = envelope.version
+        self._delivered.move_to_end(key)
+        if len(self._delivered) > self.REMEMBERED:
+            self._delivered.popitem(last=False)
         return envelope
 
 

@@ -9,13 +9,12 @@ from typing import Any
 
 import anyio
 from argon2 import PasswordHasher
-from pydantic import ValidationError
 from sqlalchemy import ColumnElement, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from photodrop.context import Principal, Services
-from photodrop.errors import InvalidInput, NotFound, StateConflict, from_validation_error
+from photodrop.errors import InvalidInput, NotFound, StateConflict, validated
 from photodrop.events import Envelope, NewestState, session_channel
 from photodrop.ids import new_id
 from photodrop.images import SUPPORTED_MIME_TYPES
@@ -43,12 +42,7 @@ def status_event(session: UploadSession, *, type: str | None = None, **extra: An
 
 async def create_session(services: Services, principal: Principal, data: Mapping[str, Any]) -> UploadSession:
     """Validate ``data`` (the fields of ``SessionCreate``) and open a pending session."""
-    if not isinstance(data, Mapping):
-        raise InvalidInput("the request body must be a JSON object")
-    try:
-        spec = SessionCreate.model_validate(data, context={"max_images_limit": services.settings.max_images_limit})
-    except ValidationError as exc:
-        raise from_validation_error(exc) from exc
+    spec = validated(SessionCreate, data, {"max_images_limit": services.settings.max_images_limit})
     assert spec.delivery_mode is not None  # the model refuses a session with nowhere to deliver
     password_hash = None
     if spec.password is not None:

@@ -14,14 +14,14 @@ from http import HTTPStatus
 from types import UnionType
 from typing import Any, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from photodrop.context import Services
-from photodrop.errors import InvalidInput, PhotodropError, from_validation_error
+from photodrop.errors import InvalidInput, PhotodropError, validated
 from photodrop.web.shapes import ErrorOut
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -179,10 +179,7 @@ def parse_query(request: Request, model: type[M]) -> M:
             raw[name] = [part for value in values for part in value.split(",") if part]
         else:
             raw[name] = values[-1]
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise from_validation_error(exc) from exc
+    return validated(model, raw)
 
 
 def _is_list(annotation: Any) -> bool:
@@ -204,9 +201,4 @@ async def read_json(request: Request) -> Any:
 
 
 def parse_body(data: Any, model: type[M]) -> M:
-    if not isinstance(data, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise from_validation_error(exc) from exc
+    return validated(model, data)

@@ -1,0 +1,38 @@
+"""The GraphQL schema: types, inputs and the root operations, with the limits settings ask for."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
+from strawberry.types import ExecutionContext
+
+from photodrop.config import Settings
+from photodrop.schema.errors import ShapeErrors
+from photodrop.schema.operations import Mutation, Query, Subscription
+
+
+class PhotodropSchema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        """Log nothing here: ShapeErrors logs the unexpected errors; the others are the caller's."""
+
+
+def build_schema(settings: Settings) -> strawberry.Schema:
+    # Factories, so every operation gets extension instances of its own.
+    extensions: list[Callable[[], SchemaExtension]] = [
+        lambda: QueryDepthLimiter(max_depth=settings.graphql_max_depth),
+        lambda: MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases),
+        lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
+        ShapeErrors,
+    ]
+    if not settings.graphql_introspection:
+        extensions.append(DisableIntrospection)
+    return PhotodropSchema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)

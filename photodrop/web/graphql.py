@@ -1,0 +1,145 @@
+"""``/graphql``: HTTP per the GraphQL-over-HTTP spec, and websockets in both subscription protocols."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from cross_web import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+from strawberry.types import ExecutionResult
+from strawberry.types.unset import UnsetType
+
+from photodrop.context import Services
+from photodrop.errors import PhotodropError
+from photodrop.resolvers.projects import authenticate
+from photodrop.schema import build_schema
+from photodrop.schema.context import GraphQLContext, Loaders
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+JSON = "application/json"
+
+
+def negotiate(accept: str | None) -> str | None:
+    """The response media type for an Accept header: None when neither JSON type is acceptable.
+
+    A request that states no preference gets ``application/json``, as the spec asks for the
+    sake of clients written before ``application/graphql-response+json`` existed.
+    """
+    if not accept:
+        return JSON
+    ranked: list[tuple[float, int, str]] = []
+    for position, part in enumerate(accept.split(",")):
+        media, *params = (piece.strip() for piece in part.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        offered = {
+            GRAPHQL_RESPONSE: GRAPHQL_RESPONSE,
+            JSON: JSON,
+            # Wildcards are what older clients send by default, and they expect application/json.
+            "application/*": JSON,
+            "*/*": JSON,
+        }.get(media.lower())
+        if offered and quality > 0:
+            ranked.append((-quality, position, offered))
+    return min(ranked)[2] if ranked else None
+
+
+class PhotodropGraphQL(GraphQL[GraphQLContext, None]):
+    """Strawberry's ASGI view with photodrop's context, key checks and HTTP semantics."""
+
+    def __init__(self, services: Services) -> None:
+        settings = services.settings
+        super().__init__(
+            build_schema(settings),
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
+            connection_init_wait_timeout=timedelta(seconds=settings.graphql_connection_init_timeout),
+            max_subscriptions_per_connection=settings.graphql_max_subscriptions,
+            keep_alive=True,
+            keep_alive_interval=15,
+        )
+        self.services = services
+
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> GraphQLContext:
+        context = GraphQLContext(
+            services=self.services, request=request, response=response, loaders=Loaders.for_services(self.services)
+        )
+        if isinstance(request, Request) and request.headers.get("authorization"):
+            try:
+                context.principal = await authenticate(self.services, request.headers["authorization"])
+            except PhotodropError as exc:
+                context.auth_error = exc
+        return context
+
+    async def on_ws_connect(self, context: GraphQLContext) -> UnsetType | dict[str, object] | None:
+        params = context.connection_params if isinstance(context.connection_params, dict) else {}
+        header = next((value for key, value in params.items() if key.lower() == "authorization"), None)
+        if header is None:
+            header = context.request.headers.get("authorization")
+        try:
+            context.principal = await authenticate(self.services, header if isinstance(header, str) else None)
+        except PhotodropError as exc:
+            raise ConnectionRejectionError({"message": exc.message, "code": "FORBIDDEN"}) from exc
+        return None
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        sub_response = await super().get_sub_response(request)
+        sub_response.media_type = negotiate(request.headers.get("accept"))
+        return sub_response
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await super().__call__(scope, receive, send)
+        request = Request(scope, receive)
+        media_type = negotiate(request.headers.get("accept"))
+        if media_type is None and not self._wants_ide(request):
+            response: Response = _problem(406, JSON, f"send Accept: {GRAPHQL_RESPONSE} or {JSON}")
+        else:
+            try:
+                response = await self.run(request)
+            except HTTPException as exc:
+                response = _problem(exc.status_code, media_type or JSON, exc.reason)
+                if request.method == "GET" and "mutation" in exc.reason.lower():
+                    # The spec: a mutation must not run over GET; the answer is 405 naming POST.
+                    response = _problem(405, media_type or JSON, exc.reason, {"Allow": "POST"})
+        await response(scope, receive, send)
+
+    def _wants_ide(self, request: Request) -> bool:
+        return request.method == "GET" and "text/html" in request.headers.get("accept", "")
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        processed = await super().process_result(request, result)
+        if result.data is None and result.errors and all(error.path is None for error in result.errors):
+            # Parsing or validation failed, so execution never started: a request error has no data.
+            processed.pop("data", None)
+        return processed
+
+    def create_response(
+        self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse], sub_response: Response
+    ) -> Response:
+        response = super().create_response(response_data, sub_response)
+        media_type = sub_response.media_type or JSON
+        response.headers["content-type"] = f"{media_type}; charset=utf-8"
+        if media_type == GRAPHQL_RESPONSE and isinstance(response_data, dict) and "data" not in response_data:
+            # graphql-response+json answers a request error with a 4xx status.
+            response.status_code = 400
+        return response
+
+
+def _problem(status: int, media_type: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    """A request error as a GraphQL response body: no ``data``, one error saying what went wrong."""
+    body = json.dumps({"errors": [{"message": message}]})
+    return Response(body, status_code=status, media_type=media_type, headers=headers)
