@@ -169,11 +169,17 @@ class EventBus:
         self._mailboxes: dict[str, set[Mailbox]] = {}
         self._readers: dict[str, asyncio.Task[None]] = {}
         self._ready: dict[str, asyncio.Event] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @property
     def live_subscriptions(self) -> int:
         """Subscribers attached in this process, across every channel."""
         return sum(len(boxes) for boxes in self._mailboxes.values())
+
+    async def wait_idle(self) -> None:
+        """Return once no subscriber is attached (at once if none is)."""
+        await self._idle.wait()
 
     async def publish(self, envelopes: list[Envelope]) -> None:
         for envelope in envelopes:
@@ -187,6 +193,7 @@ class EventBus:
         """Deliver ``channel``'s envelopes into ``mailbox`` from entry (once subscribed) until exit."""
         boxes = self._mailboxes.setdefault(channel, set())
         boxes.add(mailbox)
+        self._idle.clear()
         if channel not in self._readers:
             self._ready[channel] = asyncio.Event()
             self._readers[channel] = asyncio.create_task(self._read(channel), name=f"photodrop-bus:{channel}")
@@ -198,6 +205,8 @@ class EventBus:
             if not boxes:
                 del self._mailboxes[channel]
                 del self._ready[channel]
+                if not self._mailboxes:
+                    self._idle.set()
                 reader = self._readers.pop(channel)
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
 
 
 def free_port() -> int:
@@ -84,3 +89,20 @@ class LiveServer:
             self.reader.join(timeout=30)
         if self.process.stdout is not None:
             self.process.stdout.close()
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Starlette) -> AsyncIterator[str]:
+    """Serve an app whose lifespan already runs with a real uvicorn server in this event loop.
+
+    Tests can then reach it over real sockets and still look inside its services.
+    """
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), lifespan="off", log_level="warning")
+    config.load()
+    server = uvicorn.Server(config)
+    server.lifespan = config.lifespan_class(config)  # "off": the test's LifespanManager runs it
+    await server.startup()
+    try:
+        yield f"127.0.0.1:{config.port}"
+    finally:
+        await server.shutdown()
