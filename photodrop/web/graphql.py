@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from cross_web import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -117,6 +117,9 @@ class PhotodropGraphQL(GraphQL[GraphQLContext, None]):
                     response = _problem(405, media_type or JSON, exc.reason, {"Allow": "POST"})
         await response(scope, receive, send)
 
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return HTMLResponse(_local_ide_page(self.graphql_ide_html))
+
     def _wants_ide(self, request: Request) -> bool:
         return request.method == "GET" and "text/html" in request.headers.get("accept", "")
 
@@ -137,6 +140,24 @@ class PhotodropGraphQL(GraphQL[GraphQLContext, None]):
             # graphql-response+json answers a request error with a 4xx status.
             response.status_code = 400
         return response
+
+
+# strawberry's GraphiQL page loads its scripts from a CDN; photodrop ships the same files itself.
+_IDE_ASSETS = {
+    "https://unpkg.com/react@18.2.0/umd/react.production.min.js": "react.production.min.js",
+    "https://unpkg.com/react-dom@18.2.0/umd/react-dom.production.min.js": "react-dom.production.min.js",
+    "https://unpkg.com/js-cookie@3.0.5/dist/js.cookie.min.js": "js.cookie.min.js",
+    "https://unpkg.com/graphiql@3.8.3/graphiql.min.css": "graphiql.min.css",
+    "https://unpkg.com/graphiql@3.8.3/graphiql.min.js": "graphiql.min.js",
+    "https://unpkg.com/@graphiql/plugin-explorer@1.0.2/dist/style.css": "plugin-explorer.css",
+    "https://unpkg.com/@graphiql/plugin-explorer@1.0.2/dist/index.umd.js": "plugin-explorer.umd.js",
+}
+
+
+def _local_ide_page(html: str) -> str:
+    for remote, local in _IDE_ASSETS.items():
+        html = html.replace(remote, f"/static/graphiql/{local}")
+    return html
 
 
 def _problem(status: int, media_type: str, message: str, headers: dict[str, str] | None = None) -> Response:

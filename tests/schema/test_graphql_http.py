@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -225,9 +226,14 @@ async def test_malformed_post_bodies_are_refused(
     assert response.json()["errors"]
 
 
-async def test_graphiql_is_served_to_browsers(client: httpx.AsyncClient) -> None:
+async def test_graphiql_is_served_to_browsers_from_this_host_alone(client: httpx.AsyncClient) -> None:
     page = await client.get("/graphql", headers={"Accept": "text/html"})
     assert page.status_code == 200 and "graphiql" in page.text.lower()
+    assets = [url for url in re.findall(r'(?:src|href)="([^"]+)"', page.text) if not url.startswith("data:")]
+    assert len(assets) == 7 and all(asset.startswith("/static/graphiql/") for asset in assets)
+    assert "https://" not in page.text
+    for asset in assets:
+        assert (await client.get(asset)).status_code == 200
 
 
 async def test_too_many_aliases_are_refused(client: httpx.AsyncClient, key: str) -> None:
