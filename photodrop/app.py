@@ -27,7 +27,7 @@ from photodrop.events import EventBus
 from photodrop.resolvers.sessions import expire_due_sessions
 from photodrop.storage import open_storage
 from photodrop.web import pages
-from photodrop.web.api import error_response, services
+from photodrop.web.api import error_body, error_response, services
 from photodrop.web.graphql import PhotodropGraphQL
 from photodrop.web.pages import templates
 from photodrop.web.rest import PREFIXES, api, openapi
@@ -118,16 +118,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if not request.url.path.startswith(API_PATHS):
         return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
-    failure = PhotodropError(exc.detail if exc.status_code != 404 else "no such endpoint")
-    failure.status_code = exc.status_code
-    failure.code = "NOT_FOUND" if exc.status_code == 404 else "METHOD_NOT_ALLOWED"
-    return error_response(failure)
+    if exc.status_code == 404:
+        return error_body(404, "NOT_FOUND", "no such endpoint")
+    return error_body(exc.status_code, "METHOD_NOT_ALLOWED", exc.detail, headers=dict(exc.headers or {}))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    body = {"statusCode": 500, "error": "Internal Server Error", "code": "INTERNAL", "message": "unexpected error"}
-    return JSONResponse(body, status_code=500)
+    return error_body(500, "INTERNAL", "unexpected error")
 
 
 async def healthz(request: Request) -> Response:

@@ -7,6 +7,7 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TypeVar
 
 from broadcaster import Broadcast
@@ -109,6 +110,22 @@ def keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def project_show(settings: Settings, args: argparse.Namespace) -> int:
+    project = _run(settings, lambda services: projects.get_project(services, project_name=args.project))
+    print(f"id:             {project.id}")
+    print(f"name:           {project.name}")
+    print(f"webhook secret: {project.webhook_secret}")
+    print(f"logo:           {'set' if project.logo_png else 'default mark'}")
+    return 0
+
+
+def project_logo(settings: Settings, args: argparse.Namespace) -> int:
+    image = Path(args.path).read_bytes()
+    project = _run(settings, lambda services: projects.set_logo(services, project_name=args.project, image=image))
+    print(f"QR codes of {project.name} now carry this logo when asked for one (logo=1)")
+    return 0
+
+
 def migrate(settings: Settings, args: argparse.Namespace) -> int:
     database = Database(settings.resolved_database_url)
 
@@ -143,6 +160,17 @@ def parser() -> argparse.ArgumentParser:
     revoke.add_argument("id")
     revoke.set_defaults(handler=keys_revoke)
 
+    project = commands.add_parser("project", help="look at or change a project").add_subparsers(
+        dest="project_command", required=True
+    )
+    show = project.add_parser("show", help="the project's id, name and webhook secret")
+    show.add_argument("--project", default=projects.DEFAULT_PROJECT)
+    show.set_defaults(handler=project_show)
+    logo = project.add_parser("logo", help="set the logo centred in QR codes asked for with logo=1")
+    logo.add_argument("path", help="an image file (PNG, JPEG, WebP ...)")
+    logo.add_argument("--project", default=projects.DEFAULT_PROJECT)
+    logo.set_defaults(handler=project_logo)
+
     commands.add_parser("migrate", help="bring the database schema up to date").set_defaults(handler=migrate)
     return root
 
@@ -154,5 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(settings, args)
     except PhotodropError as exc:
         print(f"photodrop: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"photodrop: {exc}", file=sys.stderr)
         return 1
     return code

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
-from sqlalchemy import JSON, Column, DateTime, Index, String, TypeDecorator
+from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, String, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
@@ -111,6 +111,7 @@ class Project(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=40)
     name: str = Field(sa_column=Column(String(100), unique=True, nullable=False))
     webhook_secret: str = Field(max_length=80)
+    logo_png: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     created_at: datetime = _when()
 
 

@@ -9,6 +9,8 @@ import segno
 from PIL import Image, ImageDraw
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from photodrop.errors import UnsupportedType
+
 MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
 # The logo's side as a share of the symbol's side: 0.25 covers 6% of the area, far inside
 # both the 20% cap and what level H error correction (30%) can rebuild.
@@ -90,6 +92,23 @@ def _paste_logo(picture: Image.Image, symbol: int, options: QrOptions, logo: byt
     mark = _load_logo(logo, side) if logo else default_mark(side, options.fg, options.bg)
     corner = ((picture.width - side) // 2, (picture.height - side) // 2)
     picture.paste(mark, corner, mark if mark.mode == "RGBA" else None)
+
+
+LOGO_MAX_SIDE = 512
+
+
+def normalise_logo(data: bytes) -> bytes:
+    """A logo upload as a PNG of at most 512 pixels a side, or UnsupportedType if it is no image."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            logo = image.convert("RGBA")
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError, Image.DecompressionBombError) as exc:
+        raise UnsupportedType(f"the logo is not an image photodrop can read ({exc})", param="logo") from exc
+    logo.thumbnail((LOGO_MAX_SIDE, LOGO_MAX_SIDE))
+    out = io.BytesIO()
+    logo.save(out, format="PNG", optimize=True)
+    return out.getvalue()
 
 
 def _load_logo(logo: bytes, side: int) -> Image.Image:

@@ -8,12 +8,14 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+import anyio
 from sqlmodel import col, select
 
 from photodrop.context import Principal, Services
 from photodrop.errors import InvalidInput, NotFound, Unauthenticated
 from photodrop.ids import new_id
 from photodrop.models import ApiKey, KeyEnv, Project, utcnow
+from photodrop.qr import normalise_logo
 
 DEFAULT_PROJECT = "default"
 _LAST_USED_GRANULARITY = timedelta(minutes=1)
@@ -45,6 +47,31 @@ async def ensure_project(services: Services, *, name: str) -> tuple[Project, boo
         project = Project(id=new_id("proj"), name=name, webhook_secret=new_webhook_secret(), created_at=utcnow())
         s.add(project)
     return project, True
+
+
+async def set_logo(services: Services, *, project_name: str, image: bytes) -> Project:
+    """Keep ``image`` (any accepted raster format) as the project's QR code logo, as a small PNG."""
+    png = await anyio.to_thread.run_sync(normalise_logo, image)
+    async with services.db.write() as s, s.begin():
+        project = (await s.exec(select(Project).where(Project.name == project_name))).first()
+        if project is None:
+            raise NotFound(f"no project called {project_name!r}", param="project")
+        project.logo_png = png
+    return project
+
+
+async def project_logo(services: Services, project_id: str) -> bytes | None:
+    async with services.db.read() as s:
+        logo: bytes | None = (await s.exec(select(Project.logo_png).where(Project.id == project_id))).first()
+    return logo
+
+
+async def get_project(services: Services, *, project_name: str) -> Project:
+    async with services.db.read() as s:
+        project = (await s.exec(select(Project).where(Project.name == project_name))).first()
+    if project is None:
+        raise NotFound(f"no project called {project_name!r}", param="project")
+    return project
 
 
 async def any_project_exists(services: Services) -> bool:

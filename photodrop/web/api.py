@@ -157,15 +157,16 @@ def respond(model: BaseModel | None, status: int = 200, headers: dict[str, str] 
 
 
 def error_response(exc: PhotodropError) -> JSONResponse:
-    body = ErrorOut(
-        statusCode=exc.status_code,
-        error=HTTPStatus(exc.status_code).phrase,
-        code=exc.code,
-        message=exc.message,
-        param=exc.param,
-    )
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-    return JSONResponse(body.model_dump(mode="json"), status_code=exc.status_code, headers=headers)
+    return error_body(exc.status_code, exc.code, exc.message, exc.param, headers)
+
+
+def error_body(
+    status: int, code: str, message: str, param: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The REST error shape, ``{statusCode, error, code, message, param}``."""
+    body = ErrorOut(statusCode=status, error=HTTPStatus(status).phrase, code=code, message=message, param=param)
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
 
 
 def parse_query(request: Request, model: type[M]) -> M:

@@ -9,7 +9,7 @@ from photodrop.context import Principal
 from photodrop.models import SessionCreate
 from photodrop.qr import QrOptions, render_qr
 from photodrop.resolvers import sessions, uploads
-from photodrop.resolvers.projects import authenticate
+from photodrop.resolvers.projects import authenticate, project_logo
 from photodrop.web.api import (
     MULTIPART_IMAGES,
     ApiRouter,
@@ -127,7 +127,8 @@ async def session_qr(request: Request) -> Response:
     options = parse_query(request, QrOptions)
     session = await sessions.find_session(services(request), request.path_params["id"])
     url = f"{_base_url(request)}/s/{session.id}"
-    content, media_type = render_qr(url, options)
+    logo = await project_logo(services(request), session.project_id) if options.logo else None
+    content, media_type = render_qr(url, options, logo=logo)
     return Response(content, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
 
 
