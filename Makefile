@@ -13,6 +13,7 @@ lint:
 	$(UV) run mypy
 
 test: lint
+	./scripts/ensure-chromium
 	$(UV) run pytest
 
 bench:

@@ -154,10 +154,25 @@ _IDE_ASSETS = {
 }
 
 
+# GraphiQL sends the headers editor's contents with queries but not on its websocket; building the
+# fetcher per operation lets subscriptions carry them as the connection_init payload too.
+_FETCHER = """      const fetcher = GraphiQL.createFetcher({
+        url: fetchURL,
+        headers: defaultHeaders,
+        subscriptionUrl,
+      });"""
+_FETCHER_WITH_KEY = """      const fetcher = (params, options) => GraphiQL.createFetcher({
+        url: fetchURL,
+        headers: defaultHeaders,
+        subscriptionUrl,
+        wsConnectionParams: (options && options.headers) || {},
+      })(params, options);"""
+
+
 def _local_ide_page(html: str) -> str:
     for remote, local in _IDE_ASSETS.items():
         html = html.replace(remote, f"/static/graphiql/{local}")
-    return html
+    return html.replace(_FETCHER, _FETCHER_WITH_KEY)
 
 
 def _problem(status: int, media_type: str, message: str, headers: dict[str, str] | None = None) -> Response:
