@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +21,7 @@ _WRITE = "photodrop_write"
 
 
 class Database:
-    """One engine and two kinds of session: plain ones for reads, locking ones for writes.
+    """One engine and two kinds of session: plain ones for reads, transactions for writes.
 
     On SQLite a write transaction starts with ``BEGIN IMMEDIATE`` so that concurrent writers
     queue on the busy timeout instead of failing when a read lock cannot be upgraded.
@@ -38,6 +42,9 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine.sync_engine)
         self._reads = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+        self._write_queue: contextlib.AbstractAsyncContextManager[Any] = (
+            asyncio.Lock() if self.is_sqlite else contextlib.nullcontext()
+        )
         self._writes = async_sessionmaker(
             self.engine.execution_options(**{_WRITE: True}), class_=AsyncSession, expire_on_commit=False
         )
@@ -45,9 +52,16 @@ class Database:
     def read(self) -> AsyncSession:
         return self._reads()
 
-    def write(self) -> AsyncSession:
-        """A session for one write transaction: ``async with db.write() as s, s.begin(): ...``."""
-        return self._writes()
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """One write transaction: committed when the block ends, rolled back if it raises.
+
+        On SQLite, writers of this process queue on a lock first: SQLite's own busy handler
+        retries with growing sleeps, which leaves the database idle between holders and makes
+        waits uneven, while a queue hands the lock straight to the next writer.
+        """
+        async with self._write_queue, self._writes() as session, session.begin():
+            yield session
 
     async def migrate(self) -> None:
         """Bring the schema to the newest revision."""

@@ -103,7 +103,7 @@ async def upload(
 
 async def backdate(services: Services, session_id: str) -> None:
     """Move a session's expiry into the past, as if its time had run out."""
-    async with services.db.write() as s, s.begin():
+    async with services.db.write() as s:
         stored = await s.get(UploadSession, session_id)
         assert stored is not None
         stored.expires_at = datetime.now(UTC) - timedelta(seconds=1)

@@ -40,7 +40,7 @@ def new_webhook_secret() -> str:
 
 async def ensure_project(services: Services, *, name: str) -> tuple[Project, bool]:
     """The project called ``name``, created when missing; the flag says whether it was."""
-    async with services.db.write() as s, s.begin():
+    async with services.db.write() as s:
         project = (await s.exec(select(Project).where(Project.name == name))).first()
         if project is not None:
             return project, False
@@ -52,7 +52,7 @@ async def ensure_project(services: Services, *, name: str) -> tuple[Project, boo
 async def set_logo(services: Services, *, project_name: str, image: bytes) -> Project:
     """Keep ``image`` (any accepted raster format) as the project's QR code logo, as a small PNG."""
     png = await anyio.to_thread.run_sync(normalise_logo, image)
-    async with services.db.write() as s, s.begin():
+    async with services.db.write() as s:
         project = (await s.exec(select(Project).where(Project.name == project_name))).first()
         if project is None:
             raise NotFound(f"no project called {project_name!r}", param="project")
@@ -95,7 +95,7 @@ async def create_key(services: Services, *, project_name: str, env: KeyEnv, labe
         label=label,
         created_at=utcnow(),
     )
-    async with services.db.write() as s, s.begin():
+    async with services.db.write() as s:
         s.add(key)
     return IssuedKey(key=key, plain_text=plain)
 
@@ -110,7 +110,7 @@ async def list_keys(services: Services, *, project_name: str | None = None) -> l
 
 
 async def revoke_key(services: Services, *, key_id: str) -> ApiKey:
-    async with services.db.write() as s, s.begin():
+    async with services.db.write() as s:
         key = await s.get(ApiKey, key_id)
         if key is None:
             raise NotFound(f"no API key {key_id}", param="id")
@@ -133,7 +133,7 @@ async def authenticate(services: Services, authorization: str | None) -> Princip
         raise Unauthenticated("this API key has been revoked")
     now = utcnow()
     if key.last_used_at is None or now - key.last_used_at > _LAST_USED_GRANULARITY:
-        async with services.db.write() as s, s.begin():
+        async with services.db.write() as s:
             stored = await s.get(ApiKey, key.id)
             if stored is not None:
                 stored.last_used_at = now

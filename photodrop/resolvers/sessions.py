@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import Any
 
 import anyio
-from argon2 import PasswordHasher
 from sqlalchemy import ColumnElement, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -19,8 +18,7 @@ from photodrop.events import Envelope, NewestState, session_channel
 from photodrop.ids import new_id
 from photodrop.images import SUPPORTED_MIME_TYPES
 from photodrop.models import OPEN_STATUSES, SessionCreate, SessionStatus, UploadSession, utcnow
-
-password_hasher = PasswordHasher()
+from photodrop.passwords import hash_password
 
 MAX_PAGE = 100
 
@@ -44,9 +42,7 @@ async def create_session(services: Services, principal: Principal, data: Mapping
     """Validate ``data`` (the fields of ``SessionCreate``) and open a pending session."""
     spec = validated(SessionCreate, data, {"max_images_limit": services.settings.max_images_limit})
     assert spec.delivery_mode is not None  # the model refuses a session with nowhere to deliver
-    password_hash = None
-    if spec.password is not None:
-        password_hash = await anyio.to_thread.run_sync(password_hasher.hash, spec.password)
+    password_hash = None if spec.password is None else await hash_password(spec.password)
     now = utcnow()
     session = UploadSession(
         id=new_id("sess"),
@@ -66,7 +62,7 @@ async def create_session(services: Services, principal: Principal, data: Mapping
         updated_at=now,
     )
     event = status_event(session, type="session.created")
-    async with services.db.write() as s, s.begin():
+    async with services.db.write() as s:
         s.add(session)
         await s.flush()  # the event row refers to the session, and the ORM knows no relationship to order them
         s.add(event.to_row())
@@ -121,7 +117,7 @@ async def complete_session(services: Services, principal: Principal, session_id:
         return session
     if session.status is SessionStatus.EXPIRED:
         raise StateConflict("the session has expired and can no longer be completed", param="id")
-    async with services.db.write() as s, s.begin():
+    async with services.db.write() as s:
         now = utcnow()
         completed = await _transition(
             s, session_id, SessionStatus.COMPLETED, still_open_at=now, values={"completed_at": now}
@@ -168,7 +164,7 @@ async def expire_due_sessions(services: Services, *, project_id: str | None = No
 
 async def _expire(services: Services, session_id: str) -> UploadSession | None:
     """Expire one session if it is still open and due; only the process that wins publishes."""
-    async with services.db.write() as s, s.begin():
+    async with services.db.write() as s:
         now = utcnow()
         expired = await _transition(s, session_id, SessionStatus.EXPIRED, due_by=now)
         if expired is None:

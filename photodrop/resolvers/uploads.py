@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import anyio
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import case, func, update
 from sqlmodel import col, select
 
@@ -37,7 +36,8 @@ from photodrop.models import (
     UploadSession,
     utcnow,
 )
-from photodrop.resolvers.sessions import expire_if_due, find_session, password_hasher, status_event
+from photodrop.passwords import password_matches
+from photodrop.resolvers.sessions import expire_if_due, find_session, status_event
 from photodrop.spool import SpooledFile, read_multipart
 
 ATTEMPT_WINDOW = timedelta(minutes=1)
@@ -144,7 +144,7 @@ async def _accept_file(services: Services, session: UploadSession, spooled: Spoo
     key = f"{session.project_id}/{session.id}/{image_id}.{EXTENSIONS[info.mime_type]}"
     await services.storage.put_file(key, spooled.path)
     try:
-        async with services.db.write() as s, s.begin():
+        async with services.db.write() as s:
             now = utcnow()
             counted = col(UploadSession.image_count) + 1
             claimed = (
@@ -263,11 +263,7 @@ async def _check_password(services: Services, session: UploadSession, credential
         raise TooManyAttempts("too many wrong passwords for this session; wait a minute and try again", retry_after=60)
     if not credentials.password:
         raise WrongPassword("this session needs a password", param="password")
-    hashed = session.password_hash
-    password = credentials.password
-    try:
-        await anyio.to_thread.run_sync(lambda: password_hasher.verify(hashed, password))
-    except (VerificationError, InvalidHashError):
-        async with services.db.write() as s, s.begin():
+    if not await password_matches(session.password_hash, credentials.password):
+        async with services.db.write() as s:
             s.add(PasswordFailure(session_id=session.id, at=utcnow()))
-        raise WrongPassword("wrong password", param="password") from None
+        raise WrongPassword("wrong password", param="password")

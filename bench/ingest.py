@@ -1,0 +1,178 @@
+"""Upload ingest throughput (MB/s of photo bytes) of photodrop against a bare baseline.
+
+photodrop: ``POST /api/v1/upload/{session}/images`` on a real ``photodrop serve`` process; the
+requests rotate over sessions created with ``max_images`` 50, one JPEG per request. Each upload
+is spooled to disk and hashed, fully decoded by Pillow, moved into staging and committed as
+Image, Delivery and Event rows in SQLite.
+
+Baseline: a bare Starlette app under the same uvicorn defaults whose one endpoint streams the
+multipart body through python-multipart into a file while hashing it with sha256, then answers
+201 with JSON: the least work that still lands a photo on disk with its digest.
+
+Both servers get the same load: CONCURRENCY keep-alive httpx clients sending the same
+pre-encoded multipart bodies of realistic 3000x2000 quality-90 JPEGs (about 2-3 MB each).
+Rounds alternate between the two servers; each side's best round is reported, along with the
+server process's CPU time per upload (all threads), which holds up better on a busy machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import itertools
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO
+
+import httpx
+from _harness import Server, baseline, compare, photodrop
+from PIL import Image, ImageChops
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+CONCURRENCY = 8
+REQUESTS = 80  # per round
+ROUNDS = 3
+WARMUP = 4
+SESSION_SIZE = 50
+BOUNDARY = "photodrop-bench-7c1f0a"
+
+
+def make_photos() -> list[bytes]:
+    """Four 3000x2000 JPEGs: rotated gradients under Gaussian grain, so they compress like photos."""
+    size = (3000, 2000)
+    photos = []
+    for sigma in (14, 18, 22, 26):
+        bands = [
+            ImageChops.add(
+                Image.linear_gradient("L").rotate(40 * band + sigma).resize(size),
+                Image.effect_noise(size, sigma),
+                offset=-128,
+            )
+            for band in range(3)
+        ]
+        buffer = io.BytesIO()
+        Image.merge("RGB", bands).save(buffer, "JPEG", quality=90)
+        photos.append(buffer.getvalue())
+    return photos
+
+
+def multipart(photo: bytes, index: int) -> bytes:
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="IMG_{index:04d}.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    )
+    return head.encode() + photo + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+# --- the baseline server -------------------------------------------------------------------
+
+
+class _Sink:
+    """Each multipart part to its own file, hashed and measured as it streams in."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.saved: list[dict[str, object]] = []
+        self._handle: IO[bytes] | None = None
+        self._hash = hashlib.sha256()
+        self._size = 0
+
+    def on_part_begin(self) -> None:
+        fd, _ = tempfile.mkstemp(dir=self.directory, suffix=".part")
+        self._handle = os.fdopen(fd, "wb")
+        self._hash = hashlib.sha256()
+        self._size = 0
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        assert self._handle is not None
+        chunk = data[start:end]
+        self._handle.write(chunk)
+        self._hash.update(chunk)
+        self._size += len(chunk)
+
+    def on_part_end(self) -> None:
+        assert self._handle is not None
+        self._handle.close()
+        self.saved.append({"sha256": self._hash.hexdigest(), "size_bytes": self._size})
+
+
+def baseline_app(directory: Path) -> Starlette:
+    async def upload(request: Request) -> Response:
+        _, options = parse_options_header(request.headers["content-type"])
+        sink = _Sink(directory)
+        parser = MultipartParser(
+            options[b"boundary"],
+            {"on_part_begin": sink.on_part_begin, "on_part_data": sink.on_part_data, "on_part_end": sink.on_part_end},
+        )
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+        return JSONResponse({"images": sink.saved}, status_code=201)
+
+    return Starlette(routes=[Route("/upload", upload, methods=["POST"])])
+
+
+# --- the benchmark -------------------------------------------------------------------------
+
+
+async def create_sessions(url: str, key: str, count: int) -> list[str]:
+    body = {"delivery_mode": "poll", "max_images": SESSION_SIZE}
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as client:
+        ids = []
+        for _ in range(count):
+            response = await client.post(f"{url}/v1/sessions", json=body)
+            response.raise_for_status()
+            ids.append(response.json()["id"])
+        return ids
+
+
+async def measure(photodrop_server: Server, key: str, baseline_server: Server) -> None:
+    photos = make_photos()
+    bodies = [multipart(photo, index) for index, photo in enumerate(photos)]
+    assert REQUESTS % len(photos) == WARMUP % len(photos) == 0, "every round sends each photo equally often"
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    picks = itertools.cycle(range(len(bodies)))
+    sessions = await create_sessions(photodrop_server.url, key, math.ceil((WARMUP + ROUNDS * REQUESTS) / SESSION_SIZE))
+    next_session = itertools.cycle(sessions)  # round robin: no session gets more than SESSION_SIZE
+
+    async def to_photodrop(client: httpx.AsyncClient) -> httpx.Response:
+        target = f"{photodrop_server.url}/api/v1/upload/{next(next_session)}/images"
+        return await client.post(target, content=bodies[next(picks)], headers=headers)
+
+    async def to_baseline(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post(f"{baseline_server.url}/upload", content=bodies[next(picks)], headers=headers)
+
+    sides = {"photodrop": (photodrop_server, to_photodrop), "baseline": (baseline_server, to_baseline)}
+    results = await compare(sides, requests=REQUESTS, rounds=ROUNDS, warmup=WARMUP, concurrency=CONCURRENCY)
+    mean = sum(map(len, photos)) / len(photos)
+    ours, theirs = (REQUESTS * mean / results[side].best_seconds / 1e6 for side in sides)
+    print(f"{len(photos)} JPEGs of 3000x2000, {mean / 1e6:.2f} MB on average; {CONCURRENCY} clients, ", end="")
+    print(f"{REQUESTS} uploads a round, best of {ROUNDS} rounds (MB = 10^6 bytes)")
+    print(f"ingest: photodrop {ours:.1f} MB/s, baseline {theirs:.1f} MB/s, ratio {ours / theirs:.2f}")
+    cpu = [results[side].cpu_ms_per_request for side in sides]
+    print(f"server CPU per upload: photodrop {cpu[0]:.1f} ms, baseline {cpu[1]:.1f} ms")
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--serve-baseline"]:
+        import uvicorn
+
+        uvicorn.run(baseline_app(Path(sys.argv[3])), host="127.0.0.1", port=int(sys.argv[2]))
+        return
+    with tempfile.TemporaryDirectory(prefix="photodrop-bench-") as tmp:
+        root = Path(tmp)
+        (root / "baseline").mkdir()
+        with photodrop(root / "photodrop") as (ours, key), baseline(__file__, root / "baseline") as theirs:
+            asyncio.run(measure(ours, key, theirs))
+
+
+if __name__ == "__main__":
+    main()
