@@ -120,6 +120,7 @@ class Session:
     tags: JSON | None
     password_protected: bool
     created_at: datetime
+    updated_at: datetime
     completed_at: datetime | None
     version: int
 
@@ -170,6 +171,7 @@ class Session:
             tags=JSON(row.tags) if row.tags is not None else None,
             password_protected=row.password_protected,
             created_at=row.created_at,
+            updated_at=row.updated_at,
             completed_at=row.completed_at,
             version=row.version,
         )
