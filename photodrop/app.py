@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from photodrop import __version__
 from photodrop.config import Settings
 from photodrop.context import Services
 from photodrop.db import Database
+from photodrop.delivery.worker import DeliveryWorker
 from photodrop.errors import PhotodropError
 from photodrop.events import EventBus
 from photodrop.resolvers.sessions import expire_due_sessions
@@ -46,17 +48,22 @@ def create_app(settings: Settings) -> Starlette:
         settings.spool_dir.mkdir(parents=True, exist_ok=True)
         broadcast = Broadcast(settings.broadcast_url)
         await broadcast.connect()
-        app.state.services = Services(
+        services = Services(
             settings=settings, db=database, bus=EventBus(broadcast), storage=open_storage(settings.resolved_storage_url)
         )
-        app.state.graphql = PhotodropGraphQL(app.state.services)
-        sweeper = asyncio.create_task(_sweep(app.state.services), name="photodrop-expiry-sweeper")
+        background = [asyncio.create_task(_sweep(services), name="photodrop-expiry-sweeper")]
+        if settings.run_worker:
+            worker = DeliveryWorker(services)
+            services = dataclasses.replace(services, wake_workers=worker.wake)
+            background.append(asyncio.create_task(worker.run(), name="photodrop-delivery-worker"))
+        app.state.services = services
+        app.state.graphql = PhotodropGraphQL(services)
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await broadcast.disconnect()
             await database.dispose()
 

@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     password_attempts_per_minute: int = Field(default=10, ge=1)
     sweep_interval: float = Field(default=0.5, gt=0)
     long_poll_max_seconds: float = Field(default=60, gt=0)
+    webhook_allow_private: bool = False
+    delivery_schedule: str = "0,5,300,1800,7200,18000,36000,36000"
+    delivery_concurrency: int = Field(default=8, ge=1)
+    delivery_lease_seconds: float = Field(default=120, gt=0)
+    delivery_poll_interval: float = Field(default=1.0, gt=0)
+    run_worker: bool = True
     graphql_introspection: bool = True
     graphql_max_depth: int = Field(default=10, ge=1)
     graphql_max_aliases: int = Field(default=30, ge=1)
@@ -43,6 +49,11 @@ class Settings(BaseSettings):
     @property
     def resolved_storage_url(self) -> str:
         return self.storage_url or f"file://{(self.data_dir / 'staging').resolve()}"
+
+    @property
+    def retry_delays(self) -> list[float]:
+        """Seconds to wait before each attempt: the first is usually 0 (send at once)."""
+        return [float(part) for part in self.delivery_schedule.split(",") if part.strip()]
 
     @property
     def spool_dir(self) -> Path:

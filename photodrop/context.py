@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from photodrop.config import Settings
@@ -11,12 +12,18 @@ from photodrop.models import KeyEnv
 from photodrop.storage import Storage
 
 
+def _nobody_to_wake() -> None:
+    """Without an in-process worker, a separate worker finds new deliveries on its next poll."""
+
+
 @dataclass(frozen=True)
 class Services:
     settings: Settings
     db: Database
     bus: EventBus
     storage: Storage
+    # Tells this process's delivery worker, if it runs one, that new deliveries are due.
+    wake_workers: Callable[[], None] = _nobody_to_wake
 
 
 @dataclass(frozen=True)

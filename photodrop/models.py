@@ -111,6 +111,9 @@ class Project(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=40)
     name: str = Field(sa_column=Column(String(100), unique=True, nullable=False))
     webhook_secret: str = Field(max_length=80)
+    # The secret a rotation replaced, still signing alongside the new one until it lapses.
+    previous_webhook_secret: str | None = Field(default=None, max_length=80)
+    previous_secret_expires_at: datetime | None = _when(nullable=True)
     logo_png: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     created_at: datetime = _when()
 
@@ -148,6 +151,7 @@ class UploadSession(SQLModel, table=True):
     webhook_url: str | None = Field(default=None, max_length=2048)
     webhook_format: WebhookFormat = _enum(WebhookFormat)
     tags: dict[str, str] | list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    destination_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     password_hash: str | None = Field(default=None, max_length=200)
     expires_in: int
     expires_at: datetime = _when()
@@ -209,8 +213,27 @@ class Delivery(SQLModel, table=True):
     next_attempt_at: datetime | None = _when(nullable=True)
     last_error: str | None = None
     remote_location: str | None = None
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_expires_at: datetime | None = _when(nullable=True)
     created_at: datetime = _when()
     updated_at: datetime = _when()
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    """One try at sending one delivery: what happened, how long it took."""
+
+    __tablename__ = "delivery_attempt"
+
+    id: str = Field(primary_key=True, max_length=40)
+    delivery_id: str = Field(foreign_key="delivery.id", index=True, max_length=40)
+    number: int
+    succeeded: bool
+    status_code: int | None = None
+    duration_ms: int
+    error: str | None = None
+    remote_location: str | None = None
+    worker: str = Field(max_length=64)
+    started_at: datetime = _when()
 
 
 class Destination(SQLModel, table=True):
@@ -266,6 +289,7 @@ class SessionCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     delivery_mode: DeliveryMode | None = None
+    destination_ids: list[StrictStr] | None = Field(default=None, min_length=1, max_length=10)
     webhook_url: str | None = Field(default=None, max_length=2048)
     webhook_format: WebhookFormat = WebhookFormat.JSON_BASE64
     expires_in: StrictInt = Field(default=3600, ge=1, le=604800)
@@ -320,8 +344,10 @@ class SessionCreate(BaseModel):
 
     @model_validator(mode="after")
     def _destination_given(self) -> SessionCreate:
-        if self.delivery_mode is None:
-            raise PydanticCustomError("missing", "delivery_mode is required", {"param": "delivery_mode"})
+        if self.delivery_mode is None and not self.destination_ids:
+            raise PydanticCustomError(
+                "missing", "delivery_mode (or destination_ids) is required", {"param": "delivery_mode"}
+            )
         if self.delivery_mode is DeliveryMode.WEBHOOK and not self.webhook_url:
             raise PydanticCustomError(
                 "missing", "webhook_url is required when delivery_mode is webhook", {"param": "webhook_url"}

@@ -36,9 +36,18 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings for one test's app: its own data directory, and no .env file or environment leaking in.
+
+    No delivery worker runs unless a test asks for one, so only the tests about delivery see one.
+    """
+    values: dict[str, Any] = {"data_dir": tmp_path / "data", "sweep_interval": 0.1, "run_worker": False, **overrides}
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(_env_file=None, data_dir=tmp_path / "data", sweep_interval=0.1)  # type: ignore[call-arg]
+    return make_settings(tmp_path)
 
 
 @pytest.fixture

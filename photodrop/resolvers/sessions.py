@@ -17,8 +17,9 @@ from photodrop.errors import InvalidInput, NotFound, StateConflict, validated
 from photodrop.events import Envelope, NewestState, session_channel
 from photodrop.ids import new_id
 from photodrop.images import SUPPORTED_MIME_TYPES
-from photodrop.models import OPEN_STATUSES, SessionCreate, SessionStatus, UploadSession, utcnow
+from photodrop.models import OPEN_STATUSES, DeliveryMode, SessionCreate, SessionStatus, UploadSession, utcnow
 from photodrop.passwords import hash_password
+from photodrop.resolvers.destinations import destinations_for, kind_of
 
 MAX_PAGE = 100
 
@@ -41,7 +42,10 @@ def status_event(session: UploadSession, *, type: str | None = None, **extra: An
 async def create_session(services: Services, principal: Principal, data: Mapping[str, Any]) -> UploadSession:
     """Validate ``data`` (the fields of ``SessionCreate``) and open a pending session."""
     spec = validated(SessionCreate, data, {"max_images_limit": services.settings.max_images_limit})
-    assert spec.delivery_mode is not None  # the model refuses a session with nowhere to deliver
+    destination_ids = await destinations_for(
+        services, principal, mode=spec.delivery_mode or DeliveryMode.POLL, destination_ids=spec.destination_ids
+    )
+    mode = spec.delivery_mode or await kind_of(services, destination_ids[0])
     password_hash = None if spec.password is None else await hash_password(spec.password)
     now = utcnow()
     session = UploadSession(
@@ -51,7 +55,8 @@ async def create_session(services: Services, principal: Principal, data: Mapping
         version=1,
         max_images=spec.max_images,
         allowed_mime_types=spec.allowed_mime_types or list(SUPPORTED_MIME_TYPES),
-        delivery_mode=spec.delivery_mode,
+        delivery_mode=mode,
+        destination_ids=destination_ids,
         webhook_url=spec.webhook_url,
         webhook_format=spec.webhook_format,
         tags=spec.tags,

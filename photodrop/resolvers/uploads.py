@@ -29,6 +29,7 @@ from photodrop.images import EXTENSIONS, inspect_image, sanitize_filename
 from photodrop.models import (
     OPEN_STATUSES,
     Delivery,
+    DeliveryMode,
     DeliveryStatus,
     Image,
     PasswordFailure,
@@ -37,6 +38,7 @@ from photodrop.models import (
     utcnow,
 )
 from photodrop.passwords import password_matches
+from photodrop.resolvers.destinations import kinds_of
 from photodrop.resolvers.sessions import expire_if_due, find_session, status_event
 from photodrop.spool import SpooledFile, read_multipart
 
@@ -193,19 +195,24 @@ async def _accept_file(services: Services, session: UploadSession, spooled: Spoo
             )
             s.add(image)
             await s.flush()  # the delivery row refers to the image; write that first
-            s.add(
-                Delivery(
-                    id=new_id("dlv"),
-                    image_id=image_id,
-                    session_id=session.id,
-                    project_id=session.project_id,
-                    kind=session.delivery_mode,
-                    status=DeliveryStatus.PENDING,
-                    next_attempt_at=now,
-                    created_at=now,
-                    updated_at=now,
+            targets: dict[str | None, DeliveryMode] = {None: session.delivery_mode}
+            if session.destination_ids:
+                targets = {key: kind for key, kind in (await kinds_of(s, session.destination_ids)).items()}
+            for destination_id, kind in targets.items():
+                s.add(
+                    Delivery(
+                        id=new_id("dlv"),
+                        image_id=image_id,
+                        session_id=session.id,
+                        project_id=session.project_id,
+                        destination_id=destination_id,
+                        kind=kind,
+                        status=DeliveryStatus.PENDING,
+                        next_attempt_at=now,
+                        created_at=now,
+                        updated_at=now,
+                    )
                 )
-            )
             events = [
                 Envelope(
                     type="image.uploaded",
@@ -226,6 +233,7 @@ async def _accept_file(services: Services, session: UploadSession, spooled: Spoo
         await services.storage.delete(key)
         raise
     await services.bus.publish(events)
+    services.wake_workers()
     return image
 
 

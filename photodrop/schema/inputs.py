@@ -13,6 +13,7 @@ from photodrop.models import DeliveryMode, WebhookFormat
 @strawberry.input(description="The fields of POST /v1/sessions, with the same rules and defaults.")
 class CreateSessionInput:
     delivery_mode: DeliveryMode | None = strawberry.UNSET
+    destination_ids: list[str] | None = strawberry.UNSET
     webhook_url: str | None = strawberry.UNSET
     webhook_format: WebhookFormat | None = strawberry.UNSET
     expires_in: int | None = strawberry.UNSET

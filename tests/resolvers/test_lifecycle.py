@@ -15,7 +15,7 @@ from photodrop.events import Envelope, EveryEvent, project_channel, session_chan
 from photodrop.models import Event
 from photodrop.resolvers.projects import authenticate
 from photodrop.resolvers.sessions import expire_due_sessions
-from tests.conftest import backdate, bearer, new_session, upload
+from tests.conftest import backdate, bearer, make_settings, new_session, upload
 
 pytestmark = pytest.mark.anyio
 
@@ -102,7 +102,7 @@ class TestWithoutSweeper:
 
     @pytest.fixture
     def settings(self, tmp_path: Path) -> Settings:
-        return Settings(_env_file=None, data_dir=tmp_path / "data", sweep_interval=3600)  # type: ignore[call-arg]
+        return make_settings(tmp_path, sweep_interval=3600)
 
     async def test_a_read_never_shows_a_stale_open_state(
         self, client: httpx.AsyncClient, key: str, services: Services

@@ -16,9 +16,9 @@ pytestmark = pytest.mark.anyio
 GOOD_CREATES: list[dict[str, Any]] = [
     SEED_SESSION,
     {"delivery_mode": "poll"},
-    {"delivery_mode": "s3", "max_images": 50, "expires_in": 604800, "tags": ["a", "b:c"]},
+    {"delivery_mode": "poll", "max_images": 50, "expires_in": 604800, "tags": ["a", "b:c"]},
     {"delivery_mode": "webhook", "webhook_url": "http://hooks.test/x", "webhook_format": "multipart"},
-    {"delivery_mode": "azure_blob", "allowed_mime_types": ["image/JPG", "image/heic", "image/heic"]},
+    {"delivery_mode": "poll", "allowed_mime_types": ["image/JPG", "image/heic", "image/heic"]},
 ]
 
 # GraphQL's input coercion turns a single value where a list is expected into a list of one,

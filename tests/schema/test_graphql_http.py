@@ -13,7 +13,7 @@ from sqlalchemy import event
 from photodrop.config import Settings
 from photodrop.context import Services
 from photodrop.resolvers import sessions as session_resolvers
-from tests.conftest import bearer, image_bytes, new_session, upload
+from tests.conftest import bearer, image_bytes, make_settings, new_session, upload
 
 pytestmark = pytest.mark.anyio
 
@@ -251,7 +251,7 @@ async def test_too_many_tokens_are_refused(client: httpx.AsyncClient, key: str) 
 class TestDepthLimit:
     @pytest.fixture
     def settings(self, tmp_path: Path) -> Settings:
-        return Settings(_env_file=None, data_dir=tmp_path / "data", graphql_max_depth=4)  # type: ignore[call-arg]
+        return make_settings(tmp_path, graphql_max_depth=4)
 
     async def test_queries_deeper_than_the_limit_are_refused(self, client: httpx.AsyncClient, key: str) -> None:
         # Depth counts from the root field at 0: images sits at 3 and its id at 4.
@@ -284,7 +284,7 @@ class TestNoNPlusOne:
     @pytest.fixture
     def settings(self, tmp_path: Path) -> Settings:
         # No background sweeper, so every statement counted below is the query's own.
-        return Settings(_env_file=None, data_dir=tmp_path / "data", sweep_interval=3600)  # type: ignore[call-arg]
+        return make_settings(tmp_path, sweep_interval=3600)
 
     async def test_a_page_of_fifty_sessions_with_images_takes_a_fixed_number_of_queries(
         self, client: httpx.AsyncClient, key: str, services: Services
@@ -313,7 +313,7 @@ class TestNoNPlusOne:
 class TestIntrospectionSwitch:
     @pytest.fixture
     def settings(self, tmp_path: Path) -> Settings:
-        return Settings(_env_file=None, data_dir=tmp_path / "data", graphql_introspection=False)  # type: ignore[call-arg]
+        return make_settings(tmp_path, graphql_introspection=False)
 
     async def test_introspection_can_be_turned_off(self, client: httpx.AsyncClient, key: str) -> None:
         response = (await gql(client, key, "{ __schema { types { name } } }")).json()

@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from photodrop.config import Settings
 from photodrop.context import Services
-from tests.conftest import bearer, image_bytes
+from tests.conftest import bearer, image_bytes, make_settings
 from tests.live import LiveServer, photodrop_cli, serving
 
 pytestmark = pytest.mark.anyio
@@ -250,7 +250,7 @@ async def test_five_hundred_dropped_subscriptions_leave_nothing_behind(
 class TestInitTimeout:
     @pytest.fixture
     def settings(self, tmp_path: Path) -> Settings:
-        return Settings(_env_file=None, data_dir=tmp_path / "data", graphql_connection_init_timeout=0.3)  # type: ignore[call-arg]
+        return make_settings(tmp_path, graphql_connection_init_timeout=0.3)
 
     async def test_no_connection_init_in_time_closes_with_4408(self, host: str) -> None:
         ws = await _open(host)

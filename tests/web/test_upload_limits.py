@@ -13,7 +13,7 @@ from PIL import Image
 
 from photodrop.config import Settings
 from photodrop.context import Services
-from tests.conftest import bearer, files_under, image_bytes, new_session, upload
+from tests.conftest import bearer, files_under, image_bytes, make_settings, new_session, upload
 
 pytestmark = pytest.mark.anyio
 
@@ -22,7 +22,7 @@ LIMIT = 50_000
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(_env_file=None, data_dir=tmp_path / "data", max_image_bytes=LIMIT)  # type: ignore[call-arg]
+    return make_settings(tmp_path, max_image_bytes=LIMIT)
 
 
 def _noisy_png(side: int) -> bytes:

@@ -1,0 +1,1 @@
+"""Getting staged photos to where the customer wants them: destinations and the outbox worker."""
