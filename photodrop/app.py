@@ -9,7 +9,6 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from broadcaster import Broadcast
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -21,13 +20,10 @@ from starlette.types import Receive, Scope, Send
 
 from photodrop import __version__
 from photodrop.config import Settings
-from photodrop.context import Services
-from photodrop.db import Database
+from photodrop.context import Services, open_services
 from photodrop.delivery.worker import DeliveryWorker
 from photodrop.errors import PhotodropError
-from photodrop.events import EventBus
 from photodrop.resolvers.sessions import expire_due_sessions
-from photodrop.storage import open_storage
 from photodrop.web import pages
 from photodrop.web.api import error_body, error_response, services
 from photodrop.web.graphql import PhotodropGraphQL
@@ -43,14 +39,12 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        database = Database(settings.resolved_database_url)
-        await database.migrate()
-        settings.spool_dir.mkdir(parents=True, exist_ok=True)
-        broadcast = Broadcast(settings.broadcast_url)
-        await broadcast.connect()
-        services = Services(
-            settings=settings, db=database, bus=EventBus(broadcast), storage=open_storage(settings.resolved_storage_url)
-        )
+        async with open_services(settings) as opened:
+            async with _running(app, opened):
+                yield
+
+    @contextlib.asynccontextmanager
+    async def _running(app: Starlette, services: Services) -> AsyncIterator[None]:
         background = [asyncio.create_task(_sweep(services), name="photodrop-expiry-sweeper")]
         if settings.run_worker:
             worker = DeliveryWorker(services)
@@ -64,8 +58,6 @@ def create_app(settings: Settings) -> Starlette:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            await broadcast.disconnect()
-            await database.dispose()
 
     api_routes = api.routes()
     routes = [

@@ -1,48 +1,30 @@
-"""``photodrop serve | keys create | keys list | keys revoke | migrate``."""
+"""``photodrop serve | worker | keys create|list|revoke | project show|logo | migrate``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from broadcaster import Broadcast
-
 from photodrop.config import Settings
-from photodrop.context import Services
+from photodrop.context import Services, open_services
 from photodrop.db import Database
+from photodrop.delivery.worker import DeliveryWorker
 from photodrop.errors import PhotodropError
-from photodrop.events import EventBus
 from photodrop.models import KeyEnv
 from photodrop.resolvers import projects
-from photodrop.storage import open_storage
 
 T = TypeVar("T")
 
 
-@asynccontextmanager
-async def _services(settings: Settings) -> AsyncIterator[Services]:
-    """The services a one-off command needs, on a migrated database."""
-    database = Database(settings.resolved_database_url)
-    await database.migrate()
-    try:
-        yield Services(
-            settings=settings,
-            db=database,
-            bus=EventBus(Broadcast("memory://")),
-            storage=open_storage(settings.resolved_storage_url),
-        )
-    finally:
-        await database.dispose()
-
-
 def _run(settings: Settings, action: Callable[[Services], Awaitable[T]]) -> T:
     async def main() -> T:
-        async with _services(settings) as services:
+        async with open_services(settings) as services:
             return await action(services)
 
     return asyncio.run(main())
@@ -76,6 +58,24 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         proxy_headers=True,
         timeout_graceful_shutdown=30,
     )
+    return 0
+
+
+def worker(settings: Settings, args: argparse.Namespace) -> int:
+    """Deliver until SIGTERM or SIGINT, then hand back whatever is unfinished."""
+
+    async def main() -> None:
+        async with open_services(settings) as services:
+            runner = asyncio.create_task(DeliveryWorker(services, concurrency=args.concurrency).run())
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, runner.cancel)
+            print(f"photodrop worker delivering with concurrency {args.concurrency or settings.delivery_concurrency}")
+            sys.stdout.flush()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+
+    asyncio.run(main())
     return 0
 
 
@@ -146,6 +146,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
     run.set_defaults(handler=serve)
+
+    deliver = commands.add_parser("worker", help="run delivery alone, without the API")
+    deliver.add_argument("--concurrency", type=int, default=None, help="deliveries in flight at once")
+    deliver.set_defaults(handler=worker)
 
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="issue a key (printed alone on the last line)")

@@ -1,15 +1,18 @@
-"""The services every resolver works with, built once by the app's lifespan."""
+"""The services every resolver works with, opened once per process by the app or a command."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
+from broadcaster import Broadcast
 
 from photodrop.config import Settings
 from photodrop.db import Database
 from photodrop.events import EventBus
 from photodrop.models import KeyEnv
-from photodrop.storage import Storage
+from photodrop.storage import Storage, open_storage
 
 
 def _nobody_to_wake() -> None:
@@ -33,3 +36,23 @@ class Principal:
     project_id: str
     key_id: str
     env: KeyEnv
+
+
+@asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    """Everything ``settings`` describes, connected and migrated, closed again on the way out."""
+    database = Database(settings.resolved_database_url)
+    await database.migrate()
+    settings.spool_dir.mkdir(parents=True, exist_ok=True)
+    broadcast = Broadcast(settings.broadcast_url)
+    await broadcast.connect()
+    try:
+        yield Services(
+            settings=settings,
+            db=database,
+            bus=EventBus(broadcast),
+            storage=open_storage(settings.resolved_storage_url),
+        )
+    finally:
+        await broadcast.disconnect()
+        await database.dispose()

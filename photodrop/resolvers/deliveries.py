@@ -245,6 +245,14 @@ async def retry_delivery(services: Services, principal: Principal, delivery_id: 
     return delivery
 
 
+async def get_delivery(services: Services, principal: Principal, delivery_id: str) -> Delivery:
+    async with services.db.read() as s:
+        delivery = await s.get(Delivery, delivery_id)
+    if delivery is None or delivery.project_id != principal.project_id:
+        raise NotFound("no such delivery", param="id")
+    return delivery
+
+
 async def attempts_of(services: Services, delivery_id: str) -> list[DeliveryAttempt]:
     async with services.db.read() as s:
         query = select(DeliveryAttempt).where(DeliveryAttempt.delivery_id == delivery_id)

@@ -74,6 +74,27 @@ async def get_project(services: Services, *, project_name: str) -> Project:
     return project
 
 
+ROTATION_GRACE = timedelta(hours=24)
+
+
+async def project_of(services: Services, principal: Principal) -> Project:
+    async with services.db.read() as s:
+        project = await s.get(Project, principal.project_id)
+    assert project is not None  # a key's project is never deleted while the key works
+    return project
+
+
+async def rotate_webhook_secret(services: Services, principal: Principal) -> Project:
+    """Issue a new webhook secret; the old one keeps signing alongside it for 24 hours."""
+    async with services.db.write() as s:
+        project = await s.get(Project, principal.project_id)
+        assert project is not None
+        project.previous_webhook_secret = project.webhook_secret
+        project.previous_secret_expires_at = utcnow() + ROTATION_GRACE
+        project.webhook_secret = new_webhook_secret()
+    return project
+
+
 async def any_project_exists(services: Services) -> bool:
     async with services.db.read() as s:
         return (await s.exec(select(Project.id).limit(1))).first() is not None

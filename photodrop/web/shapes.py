@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from photodrop.models import DeliveryMode, Image, SessionStatus, UploadSession, WebhookFormat
+from photodrop.models import DeliveryMode, DeliveryStatus, Image, SessionStatus, UploadSession, WebhookFormat
 
 
 def session_links(base_url: str, session_id: str) -> dict[str, str]:
@@ -128,3 +129,62 @@ class PollQuery(BaseModel):
 
     since: int | None = Field(default=None, ge=0, description="Answer once the version is past this one")
     timeout: float = Field(default=30, gt=0, description="Seconds to wait before answering 204 (at most 60)")
+
+
+class DestinationOut(BaseModel):
+    id: str
+    kind: DeliveryMode
+    name: str
+    config: dict[str, Any] = Field(
+        description="The configuration, with credentials masked to their last four characters"
+    )
+    is_default: bool
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class DestinationListOut(BaseModel):
+    object: str = "list"
+    data: list[DestinationOut]
+
+
+class CheckOut(BaseModel):
+    success: bool
+    error: str | None = None
+    status: int | None = None
+
+
+class AttemptOut(BaseModel):
+    number: int
+    succeeded: bool
+    status_code: int | None
+    duration_ms: int
+    error: str | None
+    started_at: datetime
+
+
+class DeliveryOut(BaseModel):
+    id: str
+    session_id: str
+    image_id: str
+    destination_id: str | None
+    kind: DeliveryMode
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    remote_location: str | None
+    created_at: datetime
+    updated_at: datetime
+    attempt_log: list[AttemptOut] = Field(default_factory=list)
+
+
+class ProjectOut(BaseModel):
+    id: str
+    name: str
+    webhook_secret: str = Field(description="whsec_ + base64 of 32 random bytes; signs every webhook")
+    previous_webhook_secret_expires_at: datetime | None = Field(
+        description="Until then the secret before the last rotation still signs too"
+    )
+    created_at: datetime

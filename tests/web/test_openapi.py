@@ -91,6 +91,20 @@ async def test_real_responses_match_the_document(client: httpx.AsyncClient, key:
     await call("GET", f"/v1/sessions/{sid}/qr")
     await call("GET", f"/v1/sessions/{sid}/qr?size=10")
     await call("POST", f"/v1/sessions/{sid}/complete", headers=auth)
+    hook = {"kind": "webhook", "name": "hook", "config": {"url": "http://127.0.0.1:9/hook"}}
+    destination = (await call("POST", "/v1/destinations", json=hook, headers=auth)).json()
+    await call("POST", "/v1/destinations", json={**hook, "config": {"url": "ftp://x"}}, headers=auth)
+    await call("GET", "/v1/destinations", headers=auth)
+    await call("GET", f"/v1/destinations/{destination['id']}", headers=auth)
+    await call("GET", "/v1/destinations/dst_missing", headers=auth)
+    await call("PATCH", f"/v1/destinations/{destination['id']}", json={"name": "renamed"}, headers=auth)
+    await call("POST", f"/v1/destinations/{destination['id']}/test", headers=auth)
+    await call("DELETE", f"/v1/destinations/{destination['id']}", headers=auth)
+    delivery_id = await _a_delivery(client, key)
+    await call("GET", f"/v1/deliveries/{delivery_id}", headers=auth)
+    await call("POST", f"/v1/deliveries/{delivery_id}/retry", headers=auth)
+    await call("GET", "/v1/project", headers=auth)
+    await call("POST", "/v1/project/webhook-secret/rotate", headers=auth)
     other = await new_session(client, key)
     await call("POST", f"/api/v1/upload/{sid}/images", files={"file": ("a.jpg", image_bytes(), "image/jpeg")})
     await call("GET", f"/api/v1/sessions/{other['id']}", headers=auth)
@@ -99,3 +113,20 @@ async def test_real_responses_match_the_document(client: httpx.AsyncClient, key:
     }
     exercised = {(method, path.replace("/api/v1/", "/v1/")) for method, path in seen}
     assert documented - {("get", "/v1/openapi.json")} <= exercised
+
+
+async def _a_delivery(client: httpx.AsyncClient, key: str) -> str:
+    session = await new_session(client, key)
+    image = await client.post(
+        f"/api/v1/upload/{session['id']}/images", files={"file": ("a.jpg", image_bytes(), "image/jpeg")}
+    )
+    graphql = await client.post(
+        "/graphql",
+        json={
+            "query": "query($id: ID!) { image(id: $id) { deliveries { id } } }",
+            "variables": {"id": image.json()["id"]},
+        },
+        headers=bearer(key),
+    )
+    delivery_id: str = graphql.json()["data"]["image"]["deliveries"][0]["id"]
+    return delivery_id
