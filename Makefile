@@ -14,6 +14,7 @@ lint:
 
 test: lint
 	./scripts/ensure-chromium
+	[ -d node_modules/azurite ] || npm ci --silent --no-audit --no-fund
 	$(UV) run pytest
 
 bench:

@@ -45,6 +45,7 @@ class LiveServer:
     """A server process whose output is collected line by line as it runs."""
 
     data_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     lines: list[str] = field(default_factory=list)
     process: subprocess.Popen[str] | None = None
@@ -57,7 +58,7 @@ class LiveServer:
     def start(self) -> LiveServer:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "photodrop", "serve", "--port", str(self.port)],
-            env=photodrop_env(self.data_dir),
+            env=photodrop_env(self.data_dir, **self.env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
