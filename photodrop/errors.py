@@ -18,11 +18,15 @@ class PhotodropError(Exception):
     status_code = 400
     code = "VALIDATION_ERROR"
 
-    def __init__(self, message: str, *, param: str | None = None, retry_after: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, retry_after: int | None = None, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.retry_after = retry_after
+        if code is not None:
+            self.code = code
 
 
 class InvalidInput(PhotodropError):

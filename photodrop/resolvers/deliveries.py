@@ -236,7 +236,9 @@ async def retry_delivery(services: Services, principal: Principal, delivery_id: 
         if delivery is None or delivery.project_id != principal.project_id:
             raise NotFound("no such delivery", param="id")
         if delivery.status is not DeliveryStatus.FAILED:
-            raise StateConflict(f"only a failed delivery can be retried; this one is {delivery.status.value}")
+            raise StateConflict(
+                f"only a failed delivery can be retried; this one is {delivery.status.value}", code="DELIVERY_NOT_FAILED"
+            )
         delivery.status = DeliveryStatus.PENDING
         delivery.attempts = 0
         delivery.next_attempt_at = utcnow()

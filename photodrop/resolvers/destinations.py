@@ -139,7 +139,9 @@ async def delete_destination(services: Services, principal: Principal, destinati
             )
         ).first()
         if waiting is not None:
-            raise StateConflict("deliveries to this destination are still waiting; deactivate it instead")
+            raise StateConflict(
+                "deliveries to this destination are still waiting; deactivate it instead", code="DESTINATION_IN_USE"
+            )
         await s.exec(update(Delivery).where(col(Delivery.destination_id) == destination_id).values(destination_id=None))
         destination = await s.get(Destination, destination_id)
         await s.delete(destination)

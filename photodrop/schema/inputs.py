@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 import strawberry
@@ -23,9 +24,32 @@ class CreateSessionInput:
     tags: JSON | None = strawberry.UNSET
 
     def fields(self) -> dict[str, Any]:
-        """The fields the caller gave (an explicit null included), by their REST names."""
-        given = {name: value for name, value in vars(self).items() if value is not strawberry.UNSET}
-        return {
-            name: value.value if isinstance(value, DeliveryMode | WebhookFormat) else value
-            for name, value in given.items()
-        }
+        return _given(self)
+
+
+@strawberry.input(description="The fields of POST /v1/destinations.")
+class CreateDestinationInput:
+    kind: DeliveryMode
+    name: str
+    config: JSON
+    is_default: bool | None = strawberry.UNSET
+
+    def fields(self) -> dict[str, Any]:
+        return _given(self)
+
+
+@strawberry.input(description="The fields of PATCH /v1/destinations/{id}; what is left out stays as it is.")
+class UpdateDestinationInput:
+    name: str | None = strawberry.UNSET
+    config: JSON | None = strawberry.UNSET
+    is_default: bool | None = strawberry.UNSET
+    is_active: bool | None = strawberry.UNSET
+
+    def fields(self) -> dict[str, Any]:
+        return _given(self)
+
+
+def _given(value: object) -> dict[str, Any]:
+    """The fields the caller gave (an explicit null included), by their REST names and values."""
+    given = {name: field for name, field in vars(value).items() if field is not strawberry.UNSET}
+    return {name: field.value if isinstance(field, Enum) else field for name, field in given.items()}

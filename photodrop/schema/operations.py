@@ -6,19 +6,28 @@ import re
 from collections.abc import AsyncGenerator
 
 import strawberry
+from strawberry.scalars import JSON
 
+from photodrop import models
 from photodrop.errors import InvalidInput, NotFound, PhotodropError
 from photodrop.models import SessionStatus
-from photodrop.resolvers import images, live, sessions
+from photodrop.resolvers import deliveries, destinations, images, live, projects, sessions
 from photodrop.schema.context import Info
 from photodrop.schema.errors import expected_errors
-from photodrop.schema.inputs import CreateSessionInput
+from photodrop.schema.inputs import CreateDestinationInput, CreateSessionInput, UpdateDestinationInput
 from photodrop.schema.types import (
     CompleteSessionPayload,
     CreateSessionPayload,
+    DeleteDestinationPayload,
+    Delivery,
+    DeliveryPayload,
+    Destination,
+    DestinationCheck,
+    DestinationPayload,
     Event,
     Image,
     PageInfo,
+    Project,
     Session,
     SessionConnection,
     SessionEdge,
@@ -65,6 +74,16 @@ class Query:
         end = edges[-1].cursor if edges else None
         return SessionConnection(edges=edges, page_info=PageInfo(has_next_page=page.has_more, end_cursor=end))
 
+    @strawberry.field(description="The caller's project, with the secret that signs its webhooks.")
+    async def project(self, info: Info) -> Project:
+        return Project.of(await projects.project_of(info.context.services, info.context.require_principal()))
+
+    @strawberry.field(description="The project's delivery destinations.")
+    async def destinations(self, info: Info) -> list[Destination]:
+        principal = info.context.require_principal()
+        rows = await destinations.list_destinations(info.context.services, principal)
+        return [_destination(info, row) for row in rows]
+
     @strawberry.field(description="An image of the caller's project; null when there is none with that id.")
     async def image(self, info: Info, id: strawberry.ID) -> Image | None:
         principal = info.context.require_principal()
@@ -93,6 +112,68 @@ class Mutation:
         except PhotodropError as exc:
             return CompleteSessionPayload(user_errors=[_user_error(exc)])
         return CompleteSessionPayload(session=Session.of(row))
+
+    @strawberry.mutation(description="Add a delivery destination; its credentials are sealed at rest.")
+    async def create_destination(self, info: Info, input: CreateDestinationInput) -> DestinationPayload:
+        principal = info.context.require_principal()
+        try:
+            row = await destinations.create_destination(info.context.services, principal, input.fields())
+        except PhotodropError as exc:
+            return DestinationPayload(user_errors=[_user_error(exc)])
+        return DestinationPayload(destination=_destination(info, row))
+
+    @strawberry.mutation(description="Change a destination; masked credentials in config are kept as they were.")
+    async def update_destination(
+        self, info: Info, id: strawberry.ID, input: UpdateDestinationInput
+    ) -> DestinationPayload:
+        principal = info.context.require_principal()
+        try:
+            row = await destinations.update_destination(info.context.services, principal, str(id), input.fields())
+        except PhotodropError as exc:
+            return DestinationPayload(user_errors=[_user_error(exc)])
+        return DestinationPayload(destination=_destination(info, row))
+
+    @strawberry.mutation(description="Remove a destination no delivery is waiting for.")
+    async def delete_destination(self, info: Info, id: strawberry.ID) -> DeleteDestinationPayload:
+        principal = info.context.require_principal()
+        try:
+            await destinations.delete_destination(info.context.services, principal, str(id))
+        except PhotodropError as exc:
+            return DeleteDestinationPayload(user_errors=[_user_error(exc)])
+        return DeleteDestinationPayload(deleted_id=id)
+
+    @strawberry.mutation(description="Try a destination now.")
+    async def test_destination(self, info: Info, id: strawberry.ID) -> DestinationCheck:
+        principal = info.context.require_principal()
+        result = await destinations.check_destination(info.context.services, principal, str(id))
+        return DestinationCheck(success=result.success, error=result.error, status_code=result.status_code)
+
+    @strawberry.mutation(description="Queue a failed delivery again, from a fresh retry schedule.")
+    async def retry_delivery(self, info: Info, id: strawberry.ID) -> DeliveryPayload:
+        principal = info.context.require_principal()
+        try:
+            row = await deliveries.retry_delivery(info.context.services, principal, str(id))
+        except PhotodropError as exc:
+            return DeliveryPayload(user_errors=[_user_error(exc)])
+        return DeliveryPayload(delivery=Delivery.of(row))
+
+    @strawberry.mutation(description="Issue a new webhook secret; the old one still signs for 24 hours.")
+    async def rotate_webhook_secret(self, info: Info) -> Project:
+        principal = info.context.require_principal()
+        return Project.of(await projects.rotate_webhook_secret(info.context.services, principal))
+
+
+def _destination(info: Info, row: models.Destination) -> Destination:
+    return Destination(
+        id=strawberry.ID(row.id),
+        kind=row.kind,
+        name=row.name,
+        config=JSON(destinations.masked_config(info.context.services, row)),
+        is_default=row.is_default,
+        is_active=row.is_active,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
 
 
 @strawberry.type

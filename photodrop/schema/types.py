@@ -214,3 +214,59 @@ class CreateSessionPayload:
 class CompleteSessionPayload:
     session: Session | None = None
     user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class Project:
+    id: strawberry.ID
+    name: str
+    webhook_secret: str
+    previous_webhook_secret_expires_at: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: models.Project) -> Project:
+        return cls(
+            id=strawberry.ID(row.id),
+            name=row.name,
+            webhook_secret=row.webhook_secret,
+            previous_webhook_secret_expires_at=row.previous_secret_expires_at,
+            created_at=row.created_at,
+        )
+
+
+@strawberry.type
+class Destination:
+    id: strawberry.ID
+    kind: DeliveryMode
+    name: str
+    config: JSON = strawberry.field(description="The configuration; credentials show only their last four characters.")
+    is_default: bool
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@strawberry.type
+class DestinationPayload:
+    destination: Destination | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class DeleteDestinationPayload:
+    deleted_id: strawberry.ID | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class DestinationCheck:
+    success: bool
+    error: str | None
+    status_code: int | None
+
+
+@strawberry.type
+class DeliveryPayload:
+    delivery: Delivery | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
