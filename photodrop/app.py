@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from sqlalchemy import text
@@ -23,6 +23,7 @@ from photodrop.config import Settings
 from photodrop.context import Services, open_services
 from photodrop.delivery.worker import DeliveryWorker
 from photodrop.errors import PhotodropError
+from photodrop.resolvers.retention import purge_delivered
 from photodrop.resolvers.sessions import expire_due_sessions
 from photodrop.web import pages
 from photodrop.web.api import error_body, error_response, services
@@ -45,7 +46,10 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def _running(app: Starlette, services: Services) -> AsyncIterator[None]:
-        background = [asyncio.create_task(_sweep(services), name="photodrop-expiry-sweeper")]
+        background = [
+            asyncio.create_task(_every(services.settings.sweep_interval, expire_due_sessions, services)),
+            asyncio.create_task(_every(services.settings.purge_interval, purge_delivered, services)),
+        ]
         if settings.run_worker:
             worker = DeliveryWorker(services)
             services = dataclasses.replace(services, wake_workers=worker.wake)
@@ -98,14 +102,14 @@ def app_from_env() -> Starlette:
     return create_app(Settings())
 
 
-async def _sweep(services: Services) -> None:
-    """Expire sessions as their time runs out, so watchers hear about it within a second."""
+async def _every(interval: float, chore: Callable[[Services], Awaitable[object]], services: Services) -> None:
+    """Run a housekeeping chore forever: expiring sessions within a second, purging delivered bytes."""
     while True:
         try:
-            await expire_due_sessions(services)
+            await chore(services)
         except Exception:
-            log.exception("expiry sweep failed; trying again")
-        await asyncio.sleep(services.settings.sweep_interval)
+            log.exception("%s failed; trying again", chore.__name__)
+        await asyncio.sleep(interval)
 
 
 async def _photodrop_error(request: Request, exc: Exception) -> Response:

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     delivery_lease_seconds: float = Field(default=120, gt=0)
     delivery_poll_interval: float = Field(default=1.0, gt=0)
     run_worker: bool = True
+    retention: float = Field(default=24 * 3600, ge=0, description="seconds staged bytes outlive their deliveries")
+    purge_interval: float = Field(default=60, gt=0)
     graphql_introspection: bool = True
     graphql_max_depth: int = Field(default=10, ge=1)
     graphql_max_aliases: int = Field(default=30, ge=1)

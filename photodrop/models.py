@@ -197,6 +197,8 @@ class Image(SQLModel, table=True):
     storage_key: str = Field(max_length=300)
     source: str = Field(default="camera", max_length=64)
     created_at: datetime = _when()
+    # When the staged bytes were removed, every delivery having succeeded and the retention passed.
+    purged_at: datetime | None = _when(nullable=True)
 
 
 class Delivery(SQLModel, table=True):

@@ -237,7 +237,8 @@ async def retry_delivery(services: Services, principal: Principal, delivery_id: 
             raise NotFound("no such delivery", param="id")
         if delivery.status is not DeliveryStatus.FAILED:
             raise StateConflict(
-                f"only a failed delivery can be retried; this one is {delivery.status.value}", code="DELIVERY_NOT_FAILED"
+                f"only a failed delivery can be retried; this one is {delivery.status.value}",
+                code="DELIVERY_NOT_FAILED",
             )
         delivery.status = DeliveryStatus.PENDING
         delivery.attempts = 0
