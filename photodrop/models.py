@@ -221,6 +221,27 @@ class Delivery(SQLModel, table=True):
     updated_at: datetime = _when()
 
 
+class Notification(SQLModel, table=True):
+    """A session's status change on its way to the session's webhook_url: an outbox row like a
+    delivery, written in the same transaction as the event it announces."""
+
+    __table_args__ = (Index("ix_notification_due", "status", "next_attempt_at"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    project_id: str = Field(foreign_key="project.id", max_length=40)
+    session_id: str = Field(foreign_key="upload_session.id", index=True, max_length=40)
+    event_id: str = Field(foreign_key="event.id", max_length=40)
+    url: str = Field(max_length=2048)
+    status: DeliveryStatus = _enum(DeliveryStatus)
+    attempts: int = 0
+    next_attempt_at: datetime | None = _when(nullable=True)
+    last_error: str | None = None
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_expires_at: datetime | None = _when(nullable=True)
+    created_at: datetime = _when()
+    updated_at: datetime = _when()
+
+
 class DeliveryAttempt(SQLModel, table=True):
     """One try at sending one delivery: what happened, how long it took."""
 

@@ -8,8 +8,8 @@ Why it is built this way:
   the raw SHA-256 digest) of exactly those bytes, and S3 answers ``BadDigest`` if they differ. Images above
   ``multipart_threshold`` go up in parts, each with its own checksum; a failed multipart upload is aborted
   so no orphaned parts stay behind (and billed). The whole file's hex SHA-256 travels in the metadata.
-- Credentials are always the destination's own: boto3 never falls back to the server's environment or
-  instance role, which would let a project write wherever the server itself may.
+- Credentials and endpoint are always the destination's own: boto3 never falls back to the server's
+  environment or instance role, which would let a project write wherever the server itself may.
 - boto3 is synchronous, so every call runs in a worker thread. botocore's own retries are off (one attempt):
   the delivery worker owns retrying, with its backoff and its attempt count.
 - Every botocore failure is translated here (``translate``) into the ``photodrop.delivery.errors`` tree.
@@ -150,13 +150,14 @@ class S3Destination(Destination):
                 connect_timeout=10,
                 read_timeout=60,
                 retries={"mode": "standard", "total_max_attempts": 1},
+                ignore_configured_endpoint_urls=True,  # no AWS_ENDPOINT_URL from the server's environment
             ),
         )
 
     def _upload(self, client: Any, key: str, data: bytes, fields: dict[str, Any]) -> str:
         bucket = self.config.bucket
         if len(data) <= self.config.multipart_threshold:
-            response = client.put_object(Bucket=bucket, Key=key, Body=data, ChecksumSHA256=checksum(data), **fields)
+            response = client.put_object(Bucket=bucket, Key=key, Body=data, **_sha256(data), **fields)
             return str(response["ETag"])
         upload = client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", **fields)
         ids = {"Bucket": bucket, "Key": key, "UploadId": upload["UploadId"]}
@@ -182,7 +183,7 @@ class S3Destination(Destination):
             if _status(exc) != 403:  # an upload-only key (s3:PutObject alone) may not look at the bucket
                 raise
         probe = self.key(PROBE_NAME)
-        client.put_object(Bucket=self.config.bucket, Key=probe, Body=b"", ChecksumSHA256=checksum(b""))
+        client.put_object(Bucket=self.config.bucket, Key=probe, Body=b"", **_sha256(b""))
         with suppress(BotoCoreError, ClientError):  # deleting is a courtesy: deliveries never need it
             client.delete_object(Bucket=self.config.bucket, Key=probe)
 
@@ -190,6 +191,12 @@ class S3Destination(Destination):
 def checksum(data: bytes) -> str:
     """What S3 expects in ``ChecksumSHA256``: base64 of the raw 32-byte digest (not hex)."""
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def _sha256(body: bytes) -> dict[str, str]:
+    # Naming the algorithm too makes botocore send x-amz-sdk-checksum-algorithm, without which
+    # some stores (moto among them) keep no checksum; the value is ours, computed from these bytes.
+    return {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": checksum(body)}
 
 
 def metadata(payload: Payload) -> dict[str, str]:

@@ -77,6 +77,18 @@ class WebhookDestination(Destination):
         response = await self.post(body, headers)
         return Receipt(location=self.config.url, status_code=response.status_code)
 
+    async def send_event(self, message_id: str, document: dict[str, Any]) -> None:
+        """POST one event envelope as JSON, signed like image deliveries."""
+        body = json.dumps(document).encode()
+        headers = {
+            **self.config.headers,
+            "Content-Type": "application/json",
+            "User-Agent": "photodrop-webhook/1",
+            "X-Aptr-Event": str(document.get("type", "")),
+            **self.signature_headers(message_id, body),
+        }
+        await self.post(body, headers)
+
     async def check(self) -> None:
         body = json.dumps({"type": "photodrop.test", "data": {}}).encode()
         await self.post(body, {"Content-Type": "application/json", **self.signature_headers("test", body)})

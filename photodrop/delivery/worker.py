@@ -9,12 +9,15 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 from photodrop.context import Services
 from photodrop.delivery.base import Receipt, open_destination
 from photodrop.delivery.errors import DeliveryError, DestinationUnavailable
-from photodrop.models import Delivery, utcnow
-from photodrop.resolvers.deliveries import claim_due, prepare, record_attempt, release_leases
+from photodrop.models import Delivery, Notification, utcnow
+from photodrop.resolvers import notifications, outbox
+from photodrop.resolvers.deliveries import claim_due, prepare, record_attempt
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +42,12 @@ class DeliveryWorker:
             while True:
                 self._wake.clear()
                 free = self.concurrency - len(self._active)
-                claimed = await self._claim(free) if free > 0 else []
-                for delivery in claimed:
-                    task = asyncio.create_task(self._attempt(delivery), name=f"photodrop-delivery:{delivery.id}")
+                jobs = await self._claim(free) if free > 0 else []
+                for job in jobs:
+                    task = asyncio.create_task(job)
                     self._active.add(task)
                     task.add_done_callback(self._finished)
-                if claimed and len(claimed) == free:
+                if jobs and len(jobs) == free:
                     continue  # there may be more due; claim again once a slot frees
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), interval)
@@ -53,20 +56,38 @@ class DeliveryWorker:
                 task.cancel()
             await asyncio.gather(*self._active, return_exceptions=True)
             with contextlib.suppress(Exception):
-                released = await asyncio.shield(release_leases(self.services, worker=self.name))
+                released = await asyncio.shield(outbox.release(self.services, Delivery, worker=self.name))
+                released += await asyncio.shield(outbox.release(self.services, Notification, worker=self.name))
                 if released:
-                    log.info("handed back %d unfinished deliveries", released)
+                    log.info("handed back %d unfinished deliveries and notifications", released)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._active.discard(task)
         self._wake.set()
 
-    async def _claim(self, limit: int) -> list[Delivery]:
+    async def _claim(self, limit: int) -> list[Coroutine[Any, Any, None]]:
+        """Attempts for what is due: image deliveries first, then status notifications."""
         try:
-            return await claim_due(self.services, worker=self.name, limit=limit)
+            deliveries = await claim_due(self.services, worker=self.name, limit=limit)
+            jobs = [self._attempt(delivery) for delivery in deliveries]
+            if len(jobs) < limit:
+                due = await notifications.claim_due(self.services, worker=self.name, limit=limit - len(jobs))
+                jobs += [self._notify(notification) for notification in due]
         except Exception:
-            log.exception("could not lease deliveries; trying again")
+            log.exception("could not lease work; trying again")
             return []
+        return jobs
+
+    async def _notify(self, notification: Notification) -> None:
+        error: DeliveryError | None = None
+        try:
+            await notifications.send(self.services, notification)
+        except DeliveryError as exc:
+            error = exc
+        except Exception as exc:
+            log.exception("notification %s failed unexpectedly", notification.id)
+            error = DestinationUnavailable(f"unexpected error: {type(exc).__name__}: {exc}")
+        await notifications.record_outcome(self.services, notification, worker=self.name, error=error)
 
     async def _attempt(self, delivery: Delivery) -> None:
         started = utcnow()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, update
 from sqlmodel import col, select
 
 from photodrop.context import Principal, Services
@@ -28,6 +26,7 @@ from photodrop.models import (
     UploadSession,
     utcnow,
 )
+from photodrop.resolvers import outbox
 from photodrop.resolvers.destinations import decrypt_config
 
 # Pull-mode deliveries wait for the API client to fetch them; no worker sends them.
@@ -46,36 +45,8 @@ class Job:
 
 
 async def claim_due(services: Services, *, worker: str, limit: int) -> list[Delivery]:
-    """Lease up to ``limit`` deliveries that are due, or whose last lease ran out.
-
-    PostgreSQL skips rows other workers hold (``FOR UPDATE SKIP LOCKED``); SQLite runs write
-    transactions one at a time, so the select-then-update is already exclusive there.
-    """
-    now = utcnow()
-    lease_until = now + timedelta(seconds=services.settings.delivery_lease_seconds)
-    due = or_(
-        (col(Delivery.status) == DeliveryStatus.PENDING.value) & (col(Delivery.next_attempt_at) <= now),
-        (col(Delivery.status) == DeliveryStatus.SENDING.value) & (col(Delivery.lease_expires_at) < now),
-    )
-    async with services.db.write() as s:
-        query = (
-            select(Delivery.id)
-            .where(due, col(Delivery.kind).in_(PUSHED))
-            .order_by(col(Delivery.next_attempt_at))
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        ids = list((await s.exec(query)).all())
-        if not ids:
-            return []
-        claimed = await s.exec(
-            update(Delivery)
-            .where(col(Delivery.id).in_(ids))
-            .values(status=DeliveryStatus.SENDING.value, lease_owner=worker, lease_expires_at=lease_until)
-            .returning(Delivery)
-            .execution_options(synchronize_session=False)
-        )
-        return list(claimed.scalars().all())
+    """Lease up to ``limit`` due image deliveries (pull-mode ones wait for the client instead)."""
+    return await outbox.claim(services, Delivery, worker=worker, limit=limit, where=[col(Delivery.kind).in_(PUSHED)])
 
 
 async def prepare(services: Services, delivery: Delivery) -> Job:
@@ -136,52 +107,35 @@ async def record_attempt(
     delivery: Delivery,
     *,
     worker: str,
-    started: Any,
+    started: datetime,
     duration_ms: int,
     outcome: Receipt | DeliveryError,
-    jitter: Callable[[float], float] = lambda delay: delay * random.uniform(0.9, 1.1),  # noqa: S311
 ) -> Delivery | None:
     """Store one attempt and its consequence; None when this worker's lease was lost meanwhile."""
     number = delivery.attempts + 1
-    delays = services.settings.retry_delays
-    now = utcnow()
-    values: dict[str, Any] = {"attempts": number, "lease_owner": None, "lease_expires_at": None, "updated_at": now}
     attempt = DeliveryAttempt(
         id=new_id("att"),
         delivery_id=delivery.id,
         number=number,
         succeeded=isinstance(outcome, Receipt),
+        status_code=outcome.status_code,
         duration_ms=duration_ms,
         worker=worker,
         started_at=started,
     )
     if isinstance(outcome, Receipt):
-        values.update(status=DeliveryStatus.SUCCEEDED.value, remote_location=outcome.location, last_error=None)
-        attempt.status_code = outcome.status_code
         attempt.remote_location = outcome.location
+        values: dict[str, Any] = {
+            "attempts": number,
+            "status": DeliveryStatus.SUCCEEDED.value,
+            "remote_location": outcome.location,
+            "last_error": None,
+        }
     else:
-        attempt.status_code = outcome.status_code
         attempt.error = outcome.message[:2000]
-        values["last_error"] = outcome.message[:2000]
-        if outcome.retryable and number < len(delays):
-            delay = max(jitter(delays[number]), outcome.retry_after or 0.0)
-            values.update(status=DeliveryStatus.PENDING.value, next_attempt_at=now + timedelta(seconds=delay))
-        else:
-            values.update(status=DeliveryStatus.FAILED.value, next_attempt_at=None)
+        values = outbox.after_failure(number, outcome, services.settings.retry_delays)
     async with services.db.write() as s:
-        stored: Delivery | None = (
-            (
-                await s.exec(
-                    update(Delivery)
-                    .where(col(Delivery.id) == delivery.id, col(Delivery.lease_owner) == worker)
-                    .values(**values)
-                    .returning(Delivery)
-                    .execution_options(synchronize_session=False)
-                )
-            )
-            .scalars()
-            .first()
-        )
+        stored = await outbox.settle(s, Delivery, delivery.id, worker=worker, values=values)
         if stored is None:
             return None
         s.add(attempt)
@@ -216,17 +170,6 @@ def delivery_event(delivery: Delivery, attempt: DeliveryAttempt) -> Envelope:
         project_id=delivery.project_id,
         session_id=delivery.session_id,
     )
-
-
-async def release_leases(services: Services, *, worker: str) -> int:
-    """Hand back every delivery ``worker`` holds, so another worker can take it at once."""
-    async with services.db.write() as s:
-        result = await s.exec(
-            update(Delivery)
-            .where(col(Delivery.lease_owner) == worker, col(Delivery.status) == DeliveryStatus.SENDING.value)
-            .values(status=DeliveryStatus.PENDING.value, lease_owner=None, lease_expires_at=None)
-        )
-        return int(result.rowcount or 0)
 
 
 async def retry_delivery(services: Services, principal: Principal, delivery_id: str) -> Delivery:

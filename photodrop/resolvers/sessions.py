@@ -20,6 +20,7 @@ from photodrop.images import SUPPORTED_MIME_TYPES
 from photodrop.models import OPEN_STATUSES, DeliveryMode, SessionCreate, SessionStatus, UploadSession, utcnow
 from photodrop.passwords import hash_password
 from photodrop.resolvers.destinations import destinations_for, kind_of
+from photodrop.resolvers.notifications import record_events
 
 MAX_PAGE = 100
 
@@ -70,7 +71,7 @@ async def create_session(services: Services, principal: Principal, data: Mapping
     async with services.db.write() as s:
         s.add(session)
         await s.flush()  # the event row refers to the session, and the ORM knows no relationship to order them
-        s.add(event.to_row())
+        await record_events(s, session, [event])
     await services.bus.publish([event])
     return session
 
@@ -129,7 +130,7 @@ async def complete_session(services: Services, principal: Principal, session_id:
         )
         if completed is not None:
             event = status_event(completed)
-            s.add(event.to_row())
+            await record_events(s, completed, [event])
     if completed is None:
         # Another request closed it or its time ran out in between: answer from the state it reached.
         return await complete_session(services, principal, session_id)
@@ -175,7 +176,7 @@ async def _expire(services: Services, session_id: str) -> UploadSession | None:
         if expired is None:
             return None
         event = status_event(expired)
-        s.add(event.to_row())
+        await record_events(s, expired, [event])
     await services.bus.publish([event])
     return expired
 

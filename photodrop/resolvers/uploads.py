@@ -39,6 +39,7 @@ from photodrop.models import (
 )
 from photodrop.passwords import password_matches
 from photodrop.resolvers.destinations import kinds_of
+from photodrop.resolvers.notifications import record_events
 from photodrop.resolvers.sessions import expire_if_due, find_session, status_event
 from photodrop.spool import SpooledFile, read_multipart
 
@@ -223,8 +224,7 @@ async def _accept_file(services: Services, session: UploadSession, spooled: Spoo
             ]
             if claimed.image_count == 1 or claimed.status is SessionStatus.COMPLETED:
                 events.append(status_event(claimed))
-            for event in events:
-                s.add(event.to_row())
+            await record_events(s, claimed, events)
     except _NoRoom:
         await services.storage.delete(key)
         _ensure_accepting(await expire_if_due(services, await find_session(services, session.id)))

@@ -23,10 +23,12 @@ class Received:
 
 @dataclass
 class Receiver:
-    """Answers each POST with the next queued (status, headers), then 200 once the queue is empty."""
+    """Answers each image POST with the next queued (status, headers), then 200 once the queue is
+    empty. Status notifications (they carry ``X-Aptr-Event``) are kept apart and answered 200."""
 
     answers: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
+    notified: list[Received] = field(default_factory=list)
     arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
     hold: asyncio.Event | None = None  # when set up, requests wait here before answering
     holding: asyncio.Event = field(default_factory=asyncio.Event)
@@ -34,6 +36,11 @@ class Receiver:
 
     async def handle(self, request: Request) -> Response:
         body = await request.body()
+        if "x-aptr-event" in request.headers:
+            async with self.arrived:
+                self.notified.append(Received(dict(request.headers), body))
+                self.arrived.notify_all()
+            return Response(status_code=200)
         async with self.arrived:
             self.received.append(Received(dict(request.headers), body))
             self.arrived.notify_all()
@@ -47,6 +54,11 @@ class Receiver:
         async with self.arrived:
             await self.arrived.wait_for(lambda: len(self.received) >= count)
         return self.received
+
+    async def wait_for_notifications(self, count: int) -> list[Received]:
+        async with self.arrived:
+            await self.arrived.wait_for(lambda: len(self.notified) >= count)
+        return self.notified
 
 
 @contextlib.asynccontextmanager
