@@ -92,6 +92,11 @@ class Destination(ABC):
     async def check(self) -> None:
         """Prove the destination is reachable and writable, or raise why not."""
 
+    def rotated_config(self) -> dict[str, Any] | None:
+        """The configuration to store from now on, when talking to the destination changed it
+        (a provider that rotates refresh tokens); None when nothing changed."""
+        return None
+
 
 # kind -> "module:Class"; imported on first use.
 KINDS: dict[str, str] = {

@@ -18,6 +18,7 @@ from photodrop.delivery.errors import DeliveryError, DestinationUnavailable
 from photodrop.models import Delivery, Notification, utcnow
 from photodrop.resolvers import notifications, outbox
 from photodrop.resolvers.deliveries import claim_due, prepare, record_attempt
+from photodrop.resolvers.destinations import store_rotated_config
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,13 @@ class DeliveryWorker:
         outcome: Receipt | DeliveryError
         try:
             job = await prepare(self.services, delivery)
-            outcome = await open_destination(job.kind, job.config, job.context).deliver(job.payload)
+            destination = open_destination(job.kind, job.config, job.context)
+            try:
+                outcome = await destination.deliver(job.payload)
+            finally:
+                rotated = destination.rotated_config()
+                if rotated is not None and delivery.destination_id is not None:
+                    await store_rotated_config(self.services, delivery.destination_id, rotated)
         except DeliveryError as exc:
             outcome = exc
         except Exception as exc:

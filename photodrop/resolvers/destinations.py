@@ -197,6 +197,15 @@ async def destinations_for(
     return [default.id]
 
 
+async def store_rotated_config(services: Services, destination_id: str, config: dict[str, Any]) -> None:
+    """Keep credentials a provider rotated while delivering, so the next process starts from them."""
+    async with services.db.write() as s:
+        destination = await s.get(Destination, destination_id)
+        if destination is not None:
+            destination.config_encrypted = crypto.seal(services.settings, config)
+            destination.updated_at = utcnow()
+
+
 async def kind_of(services: Services, destination_id: str) -> DeliveryMode:
     async with services.db.read() as s:
         destination = await s.get(Destination, destination_id)
