@@ -255,3 +255,26 @@ class TestInitTimeout:
     async def test_no_connection_init_in_time_closes_with_4408(self, host: str) -> None:
         ws = await _open(host)
         assert await _close_code(ws) == 4408
+
+
+class TestSubscriptionLimit:
+    @pytest.fixture
+    def settings(self, tmp_path: Path) -> Settings:
+        return make_settings(tmp_path, graphql_max_subscriptions=2)
+
+    async def test_subscriptions_past_the_limit_are_refused(
+        self, host: str, key: str, client: httpx.AsyncClient
+    ) -> None:
+        session_id = await _session(client, key)
+        ws = await _ready(host, key)
+        for n in range(2):
+            await _send(ws, _subscribe(str(n), WATCH, {"id": session_id}))
+            assert (await _receive(ws))["type"] == "next"
+        await _send(ws, _subscribe("2", WATCH, {"id": session_id}))
+        refused = await _receive(ws)
+        assert refused["type"] == "error" and refused["id"] == "2"
+        assert "limit" in refused["payload"][0]["message"].lower()
+        await _send(ws, {"id": "0", "type": "complete"})
+        await _send(ws, _subscribe("3", WATCH, {"id": session_id}))
+        assert (await _receive(ws))["type"] == "next"
+        await ws.close()
