@@ -198,7 +198,7 @@ class EventBus:
             self._ready[channel] = asyncio.Event()
             self._readers[channel] = asyncio.create_task(self._read(channel), name=f"photodrop-bus:{channel}")
         try:
-            await self._ready[channel].wait()
+            await self._until_ready(channel)
             yield
         finally:
             boxes.discard(mailbox)
@@ -211,6 +211,18 @@ class EventBus:
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
+
+    async def _until_ready(self, channel: str) -> None:
+        """Wait until the channel's reader has subscribed, or raise what stopped it from doing so."""
+        reader = self._readers[channel]
+        ready = asyncio.ensure_future(self._ready[channel].wait())
+        try:
+            await asyncio.wait({ready, reader}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+        if not self._ready[channel].is_set():
+            reader.result()  # the reader ended before subscribing: raise its error here
+            raise RuntimeError(f"the broadcast reader for {channel} stopped before subscribing")
 
     async def _read(self, channel: str) -> None:
         async with self._broadcast.subscribe(channel) as subscriber:
