@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -68,6 +69,13 @@ _MISCONFIGURED = {
 }
 # HEAD responses have no body, so botocore's error code is just the status: name the usual ones.
 _HEAD_CODES = {"301": "PermanentRedirect", "403": "AccessDenied", "404": "NoSuchBucket"}
+
+
+# Shared by every destination: a Session is costly to build, and clients made from it are reused.
+_session = boto3.session.Session()
+_clients: dict[str, Any] = {}
+_clients_lock = threading.Lock()
+_CLIENTS_KEPT = 64
 
 
 class S3Config(DestinationConfig):
@@ -137,8 +145,21 @@ class S3Destination(Destination):
         return await anyio.to_thread.run_sync(run)
 
     def _client(self) -> Any:
+        """One client per configuration for the whole process: building a boto3 client costs
+        far more CPU than an upload, and a shared one keeps its connections alive. boto3 clients
+        are safe to share between threads."""
+        key = self.config.model_dump_json()
+        with _clients_lock:
+            client = _clients.get(key)
+            if client is None:
+                client = _clients[key] = self._new_client()
+                while len(_clients) > _CLIENTS_KEPT:
+                    _clients.pop(next(iter(_clients)))
+            return client
+
+    def _new_client(self) -> Any:
         config = self.config
-        return boto3.session.Session().client(
+        return _session.client(
             "s3",
             region_name=config.region,
             endpoint_url=config.endpoint_url,

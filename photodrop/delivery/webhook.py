@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import ipaddress
 import json
 import socket
+import ssl
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+import certifi
 import httpx
 from pydantic import Field, field_validator
 
@@ -111,7 +114,9 @@ class WebhookDestination(Destination):
         """POST to the configured URL through the address checked by the SSRF guard."""
         url, host, address = await self._checked_target()
         try:
-            async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False, trust_env=False) as client:
+            async with httpx.AsyncClient(
+                timeout=TIMEOUT, follow_redirects=False, trust_env=False, verify=_tls_context()
+            ) as client:
                 request = client.build_request(
                     "POST", url, content=body, headers={**headers, "Host": host}, extensions={"sni_hostname": host}
                 )
@@ -185,6 +190,12 @@ class WebhookDestination(Destination):
         netloc = f"{literal}:{port}"
         host_header = host if parts.port is None else f"{host}:{parts.port}"
         return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")), host_header, str(address)
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context for every request: loading the CA bundle costs more than most deliveries."""
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def _is_private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

@@ -1,0 +1,403 @@
+"""Delivery throughput of photodrop's outbox worker (S3 and webhook) against direct clients.
+
+photodrop, end to end through real processes: a ``photodrop serve`` with its in-process worker off
+(``PHOTODROP_RUN_WORKER=false``) takes the uploads, so every Delivery row is pending and due before
+the clock starts; then a ``photodrop worker`` process (concurrency 8, poll interval 0.05 s) is
+started on the same data directory. The timed window runs from the worker's ready line (it leases
+on its very next step) until the SQLite database, polled read-only every 10 ms, shows every delivery
+of the round succeeded. The worker is the real CLI command with ``photodrop.delivery.s3`` imported
+before it starts, as in a worker that has delivered once already (the cold import, about 0.6 s,
+would otherwise land in the window).
+
+- S3: sessions ``{"delivery_mode": "s3"}`` deliver to an s3 destination on moto's standalone server
+  (its own process). Baseline: boto3 ``put_object`` of the same bytes, with the same content type,
+  metadata and SHA-256 checksum, from one client shared by CONCURRENCY threads.
+- Webhook: sessions with a webhook destination (``json_base64``, signed) POST to a bare Starlette
+  receiver under uvicorn that reads the body and answers 200. Baseline: the same receiver and the
+  same JSON bodies, pre-built, POSTed by CONCURRENCY keep-alive httpx clients.
+
+Rounds alternate between photodrop and the baseline; each side's best round is reported, with the
+delivering process's CPU time per image (the worker process; the benchmark process for the baseline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import io
+import itertools
+import json
+import math
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, closing, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3  # type: ignore[import-untyped]
+import httpx
+from _harness import Server, load, server
+from botocore.config import Config as BotoConfig  # type: ignore[import-untyped]
+from PIL import Image, ImageChops
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+CONCURRENCY = 8
+S3_IMAGES = 64  # per round (photodrop delivers S3 slowly: see the CPU figure)
+WEBHOOK_IMAGES = 200  # per round
+ROUNDS = 2
+SESSION_SIZE = 50
+POLL_INTERVAL = 0.01
+ROUND_TIMEOUT = 90.0
+BUCKET = "photodrop-bench"
+BOUNDARY = "photodrop-bench-7c1f0a"
+READY = "photodrop worker delivering"
+WORKER = (
+    "import sys, photodrop.delivery.s3, photodrop.delivery.webhook\n"
+    "from photodrop.cli import main\n"
+    "sys.exit(main(['worker']))\n"
+)
+
+
+def make_photos() -> list[bytes]:
+    """Four 1024x768 quality-85 JPEGs of about 200 KB: gradients under grain, so they compress like photos."""
+    size = (1024, 768)
+    photos = []
+    for sigma in (10, 12, 14, 16):
+        bands = [
+            ImageChops.add(
+                Image.linear_gradient("L").rotate(40 * band + sigma).resize(size),
+                Image.effect_noise(size, sigma),
+                offset=-128,
+            )
+            for band in range(3)
+        ]
+        buffer = io.BytesIO()
+        Image.merge("RGB", bands).save(buffer, "JPEG", quality=85)
+        photos.append(buffer.getvalue())
+    return photos
+
+
+def multipart(photo: bytes, index: int) -> bytes:
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="IMG_{index:04d}.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    )
+    return head.encode() + photo + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def webhook_body(photo: bytes, index: int) -> bytes:
+    """The shape photodrop's ``json_base64`` webhook sends."""
+    document = {
+        "session_id": "sess_bench",
+        "image_id": f"img_bench{index:04d}",
+        "image_index": index,
+        "mime_type": "image/jpeg",
+        "filename": f"IMG_{index:04d}.jpg",
+        "size_bytes": len(photo),
+        "sha256": hashlib.sha256(photo).hexdigest(),
+        "data": base64.b64encode(photo).decode(),
+        "tags": {},
+    }
+    return json.dumps(document).encode()
+
+
+# --- the helper servers: moto and a webhook receiver, each in its own process --------------------
+
+
+def serve_moto(port: int) -> None:
+    from moto.server import ThreadedMotoServer
+
+    ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False).start()
+    threading.Event().wait()  # until terminated
+
+
+def receiver_app() -> Starlette:
+    async def hook(request: Request) -> Response:
+        await request.body()
+        return Response(status_code=200)
+
+    return Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+
+
+# --- processes and the database --------------------------------------------------------------
+
+
+def photodrop_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTODROP_")}
+    env.update(
+        PHOTODROP_DATA_DIR=str(data_dir),
+        PHOTODROP_RUN_WORKER="false",  # read by serve only; the worker process is the one that delivers
+        PHOTODROP_DELIVERY_CONCURRENCY=str(CONCURRENCY),
+        PHOTODROP_DELIVERY_POLL_INTERVAL="0.05",
+        PHOTODROP_WEBHOOK_ALLOW_PRIVATE="true",
+    )
+    return env
+
+
+@contextmanager
+def worker(env: dict[str, str], log: Path) -> Iterator[tuple[Server, float]]:
+    """A ``photodrop worker`` process; yields it with the perf_counter time its ready line appeared."""
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-c", WORKER], stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while READY not in log.read_text(errors="replace"):
+            if process.poll() is not None:
+                raise RuntimeError(f"the worker exited with {process.returncode}:\n{log.read_text()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not start:\n{log.read_text()}")
+            time.sleep(0.002)
+        yield Server("worker", process.pid), time.perf_counter()
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_delivered(db: Path, sessions: list[str], expected: int) -> int:
+    """Poll until every delivery of ``sessions`` succeeded; the number of failed attempts on the way."""
+    marks = ",".join("?" * len(sessions))
+    deadline = time.monotonic() + ROUND_TIMEOUT
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as conn:
+        while True:
+            rows = conn.execute(
+                f"SELECT status, COUNT(*) FROM delivery WHERE session_id IN ({marks}) GROUP BY status", sessions
+            ).fetchall()
+            counts = dict(rows)
+            if counts.get("failed"):
+                error = conn.execute(
+                    f"SELECT last_error FROM delivery WHERE status = 'failed' AND session_id IN ({marks})", sessions
+                ).fetchone()
+                raise RuntimeError(f"{counts['failed']} deliveries failed for good, e.g.: {error[0]}")
+            if counts.get("succeeded", 0) >= expected:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"deliveries not done after {ROUND_TIMEOUT:g} s: {counts}")
+            time.sleep(POLL_INTERVAL)
+        failed_attempts = conn.execute(
+            "SELECT COUNT(*) FROM delivery_attempt a JOIN delivery d ON a.delivery_id = d.id "
+            f"WHERE NOT a.succeeded AND d.session_id IN ({marks})",
+            sessions,
+        ).fetchone()[0]
+    return int(failed_attempts)
+
+
+# --- the benchmark -------------------------------------------------------------------------
+
+
+@dataclass
+class Side:
+    best_seconds: float = math.inf
+    cpu_seconds: float = 0.0
+    images: int = 0
+    failed_attempts: int = 0
+    rounds: list[float] = field(default_factory=list)
+
+    def add(self, seconds: float, cpu: float, images: int) -> None:
+        self.best_seconds = min(self.best_seconds, seconds)
+        self.cpu_seconds += cpu
+        self.images += images
+        self.rounds.append(images / seconds)
+
+    def rate(self, images: int) -> float:
+        return images / self.best_seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        return 1000 * self.cpu_seconds / self.images
+
+
+@dataclass
+class Bench:
+    root: Path
+    env: dict[str, str]
+    photodrop_url: str
+    key: str
+    moto_url: str
+    receiver_url: str
+    photos: list[bytes] = field(default_factory=make_photos)
+
+    @property
+    def db(self) -> Path:
+        return Path(self.env["PHOTODROP_DATA_DIR"]) / "photodrop.db"
+
+    def s3_client(self) -> Any:
+        config = BotoConfig(retries={"mode": "standard", "total_max_attempts": 1}, max_pool_connections=CONCURRENCY)
+        return boto3.session.Session().client(
+            "s3",
+            region_name="us-east-1",
+            endpoint_url=self.moto_url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=config,
+        )
+
+    async def setup(self) -> tuple[str, str]:
+        """The two destinations: s3 (the project's default of its kind) and the webhook receiver."""
+        s3 = {
+            "bucket": BUCKET,
+            "endpoint_url": self.moto_url,
+            "access_key_id": "testing",
+            "secret_access_key": "testing",
+            "region": "us-east-1",
+        }
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {self.key}"}) as client:
+            ids = []
+            for body in (
+                {"kind": "s3", "name": "bench", "config": s3},
+                {"kind": "webhook", "name": "bench-hook", "config": {"url": f"{self.receiver_url}/hook"}},
+            ):
+                response = await client.post(f"{self.photodrop_url}/v1/destinations", json=body)
+                response.raise_for_status()
+                ids.append(response.json()["id"])
+        return ids[0], ids[1]
+
+    async def upload(self, session_body: dict[str, Any], count: int) -> list[str]:
+        """``count`` uploads, the photos in turn, into fresh sessions of SESSION_SIZE; their ids."""
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {self.key}"}) as client:
+            sessions = []
+            for _ in range(math.ceil(count / SESSION_SIZE)):
+                response = await client.post(f"{self.photodrop_url}/v1/sessions", json=session_body)
+                response.raise_for_status()
+                sessions.append(response.json()["id"])
+        bodies = [multipart(photo, index) for index, photo in enumerate(self.photos)]
+        picks = itertools.cycle(bodies)
+        targets = iter([session for session in sessions for _ in range(SESSION_SIZE)])
+        headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+
+        async def send(client: httpx.AsyncClient) -> httpx.Response:
+            url = f"{self.photodrop_url}/api/v1/upload/{next(targets)}/images"
+            return await client.post(url, content=next(picks), headers=headers)
+
+        await load(send, requests=count, concurrency=CONCURRENCY)
+        return sessions
+
+    def photodrop_round(self, name: str, session_body: dict[str, Any], count: int, side: Side) -> list[str]:
+        sessions = asyncio.run(self.upload(session_body, count))
+        with worker(self.env, self.root / f"worker-{name}-{len(side.rounds)}.log") as (running, started):
+            cpu = running.cpu_seconds()
+            side.failed_attempts += wait_delivered(self.db, sessions, count)
+            seconds = time.perf_counter() - started
+            side.add(seconds, running.cpu_seconds() - cpu, count)
+        return sessions
+
+    def s3_baseline_round(self, client: Any, count: int, side: Side, prefix: str) -> None:
+
+        def put(index: int) -> None:
+            photo = self.photos[index % len(self.photos)]
+            digest = hashlib.sha256(photo)
+            client.put_object(
+                Bucket=BUCKET,
+                Key=f"{prefix}/{index:03d}.jpg",
+                Body=photo,
+                ContentType="image/jpeg",
+                Metadata={"image-index": str(index), "sha256": digest.hexdigest()},
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
+            )
+
+        cpu = time.process_time()
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
+            list(pool.map(put, range(count)))
+        side.add(time.perf_counter() - start, time.process_time() - cpu, count)
+        stored = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix + "/")["KeyCount"]
+        assert stored == count, f"the bucket holds {stored} baseline objects, not {count}"
+
+    def webhook_baseline_round(self, count: int, side: Side) -> None:
+        bodies = [webhook_body(photo, index) for index, photo in enumerate(self.photos)]
+        picks = itertools.cycle(bodies)
+        headers = {"Content-Type": "application/json"}
+
+        async def send(client: httpx.AsyncClient) -> httpx.Response:
+            return await client.post(f"{self.receiver_url}/hook", content=next(picks), headers=headers)
+
+        cpu = time.process_time()
+        seconds = asyncio.run(load(send, requests=count, concurrency=CONCURRENCY, expect=200))
+        side.add(seconds, time.process_time() - cpu, count)
+
+    def run(self) -> None:
+        client = self.s3_client()
+        client.create_bucket(Bucket=BUCKET)
+        _, hook = asyncio.run(self.setup())
+        mean = sum(map(len, self.photos)) / len(self.photos)
+        print(f"{len(self.photos)} JPEGs of 1024x768, {mean / 1e3:.0f} KB on average; ", end="")
+        print(f"{CONCURRENCY} in flight; best of {ROUNDS} alternating rounds")
+        print("method: end to end; uploads through `photodrop serve` (its worker off), then a `photodrop worker`")
+        print("  process, timed from its ready line until the database shows every delivery of the round succeeded")
+
+        # warm the baseline client's connections, as a long-running worker's would be (photodrop makes new ones)
+        self.s3_baseline_round(client, CONCURRENCY, Side(), "warm-up")
+        s3_session = {"delivery_mode": "s3", "max_images": SESSION_SIZE}
+        ours, theirs = Side(), Side()
+        for _ in range(ROUNDS):
+            for session in self.photodrop_round("s3", s3_session, S3_IMAGES, ours):
+                listed = client.list_objects_v2(Bucket=BUCKET, Prefix=session + "/")["KeyCount"]
+                assert listed == SESSION_SIZE or listed == S3_IMAGES % SESSION_SIZE, f"{session}: {listed} objects"
+            self.s3_baseline_round(client, S3_IMAGES, theirs, f"baseline/{len(theirs.rounds)}")
+        self.report("s3", "images/s", "direct boto3", S3_IMAGES, ours, theirs)
+
+        # named destination, no webhook_url: no session status notifications share the worker
+        hook_session = {"destination_ids": [hook], "max_images": SESSION_SIZE}
+        self.webhook_baseline_round(CONCURRENCY, Side())  # warm-up
+        ours, theirs = Side(), Side()
+        for _ in range(ROUNDS):
+            self.photodrop_round("webhook", hook_session, WEBHOOK_IMAGES, ours)
+            self.webhook_baseline_round(WEBHOOK_IMAGES, theirs)
+        self.report("webhook", "deliveries/s", "raw httpx", WEBHOOK_IMAGES, ours, theirs)
+
+    @staticmethod
+    def report(name: str, unit: str, baseline: str, images: int, ours: Side, theirs: Side) -> None:
+        rates = [ours.rate(images), theirs.rate(images)]
+        every = ", ".join(f"{rate:.1f}" for rate in ours.rounds)
+        every_theirs = ", ".join(f"{rate:.1f}" for rate in theirs.rounds)
+        print(f"{name}: {images} a round; photodrop rounds {every} {unit}; {baseline} rounds {every_theirs} {unit}")
+        ratio = rates[0] / rates[1]
+        print(f"{name}: photodrop {rates[0]:.1f} {unit}, {baseline} {rates[1]:.1f} {unit}, ratio {ratio:.2f}")
+        print(
+            f"{name} CPU per image: photodrop worker {ours.cpu_ms:.1f} ms, {baseline} {theirs.cpu_ms:.1f} ms; "
+            f"failed attempts (retried): {ours.failed_attempts}"
+        )
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--serve-moto"]:
+        serve_moto(int(sys.argv[2]))
+        return
+    if sys.argv[1:2] == ["--serve-receiver"]:
+        import uvicorn
+
+        uvicorn.run(receiver_app(), host="127.0.0.1", port=int(sys.argv[2]), access_log=False)
+        return
+    with tempfile.TemporaryDirectory(prefix="photodrop-bench-") as tmp, ExitStack() as stack:
+        root = Path(tmp)
+        moto = stack.enter_context(server([sys.executable, __file__, "--serve-moto", "{port}"], root / "moto.log"))
+        receiver = stack.enter_context(
+            server([sys.executable, __file__, "--serve-receiver", "{port}"], root / "receiver.log")
+        )
+        env = photodrop_env(root / "photodrop")
+        log = root / "photodrop.log"
+        serve = stack.enter_context(server([sys.executable, "-m", "photodrop", "serve", "--port", "{port}"], log, env))
+        keys = [line.strip() for line in log.read_text().splitlines() if line.startswith("  aptr_live_")]
+        if not keys:
+            raise RuntimeError(f"photodrop printed no API key:\n{log.read_text()}")
+        Bench(root, env, serve.url, keys[0], moto.url, receiver.url).run()
+
+
+if __name__ == "__main__":
+    main()
