@@ -221,6 +221,33 @@ class Delivery(SQLModel, table=True):
     updated_at: datetime = _when()
 
 
+class SignatureMethod(StrEnum):
+    HMAC_SHA256 = "hmac_sha256"
+    SVIX = "svix"
+
+
+class EventWebhook(SQLModel, table=True):
+    """A project-level subscription: events whose type matches one of ``topics`` are POSTed to ``url``."""
+
+    __tablename__ = "event_webhook"
+
+    id: str = Field(primary_key=True, max_length=40)
+    project_id: str = Field(foreign_key="project.id", index=True, max_length=40)
+    url: str = Field(max_length=2048)
+    topics: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    secret: str = Field(max_length=128)
+    signature_method: SignatureMethod = _enum(SignatureMethod)
+    is_active: bool = True
+    max_retries: int = 5
+    retry_intervals: list[int] = Field(sa_column=Column(JSON, nullable=False))
+    disable_after_failures: int = 20
+    consecutive_failures: int = 0
+    custom_headers: dict[str, str] = Field(sa_column=Column(JSON, nullable=False))
+    disabled_at: datetime | None = _when(nullable=True)
+    created_at: datetime = _when()
+    updated_at: datetime = _when()
+
+
 class Notification(SQLModel, table=True):
     """A session's status change on its way to the session's webhook_url: an outbox row like a
     delivery, written in the same transaction as the event it announces."""
@@ -231,7 +258,10 @@ class Notification(SQLModel, table=True):
     project_id: str = Field(foreign_key="project.id", max_length=40)
     session_id: str = Field(foreign_key="upload_session.id", index=True, max_length=40)
     event_id: str = Field(foreign_key="event.id", max_length=40)
+    # Set when the notification goes to a project event webhook; None for the session's webhook_url.
+    webhook_id: str | None = Field(default=None, foreign_key="event_webhook.id", index=True, max_length=40)
     url: str = Field(max_length=2048)
+    response_code: int | None = None
     status: DeliveryStatus = _enum(DeliveryStatus)
     attempts: int = 0
     next_attempt_at: datetime | None = _when(nullable=True)

@@ -7,50 +7,73 @@ with the delivery status it has by then.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+import time
 from typing import Any
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from photodrop.context import Services
+from photodrop.context import Principal, Services
 from photodrop.delivery.base import DeliveryContext
 from photodrop.delivery.errors import DeliveryError
 from photodrop.delivery.webhook import WebhookConfig, WebhookDestination
+from photodrop.errors import NotFound, StateConflict
 from photodrop.events import Envelope
 from photodrop.ids import new_id
 from photodrop.models import (
     Delivery,
     DeliveryStatus,
     Event,
+    EventWebhook,
     Image,
     Notification,
     Project,
+    SignatureMethod,
     UploadSession,
     utcnow,
 )
 from photodrop.resolvers import outbox
 from photodrop.resolvers.deliveries import signing_secrets, tags_as_object
+from photodrop.resolvers.webhooks import get_webhook, retry_delays, topic_matches
 
 NOTIFIED = frozenset({"session.active", "session.completed", "session.expired"})
 
 
 async def record_events(s: AsyncSession, session: UploadSession, events: list[Envelope]) -> None:
-    """Write ``events`` to the log, and queue a notification for each status change worth one."""
+    """Write ``events`` to the log, and queue a notification to the session's webhook_url for each
+    status change, and to each of the project's event webhooks whose topics match an event."""
     for event in events:
         s.add(event.to_row())
-    notify = [event for event in events if event.type in NOTIFIED] if session.webhook_url else []
-    if not notify:
+    subscribed = (
+        await s.exec(
+            select(EventWebhook).where(EventWebhook.project_id == session.project_id, col(EventWebhook.is_active))
+        )
+    ).all()
+    targets = [
+        (event, None, session.webhook_url) for event in events if event.type in NOTIFIED and session.webhook_url
+    ] + [
+        (event, webhook.id, webhook.url)
+        for event in events
+        for webhook in subscribed
+        if any(topic_matches(topic, event.type) for topic in webhook.topics)
+    ]
+    if not targets:
         return
     await s.flush()  # notifications refer to their event rows
     now = utcnow()
-    for event in notify:
+    for event, webhook_id, url in targets:
         s.add(
             Notification(
                 id=new_id("ntf"),
                 project_id=session.project_id,
                 session_id=session.id,
                 event_id=event.id,
-                url=session.webhook_url or "",
+                webhook_id=webhook_id,
+                url=url or "",
                 status=DeliveryStatus.PENDING,
                 next_attempt_at=now,
                 created_at=now,
@@ -101,18 +124,101 @@ async def send(services: Services, notification: Notification) -> None:
             ],
         },
     }
-    context = DeliveryContext(settings=services.settings, signing_secrets=signing_secrets(project))
-    await WebhookDestination(WebhookConfig(url=notification.url), context).send_event(event.id, document)
+    if notification.webhook_id is None:
+        context = DeliveryContext(settings=services.settings, signing_secrets=signing_secrets(project))
+        await WebhookDestination(WebhookConfig(url=notification.url), context).send_event(event.id, document)
+        return
+    async with services.db.read() as s:
+        webhook = await s.get(EventWebhook, notification.webhook_id)
+    assert webhook is not None
+    await send_to_webhook(
+        services, webhook, event.id, {**document, "project_id": project.id, "timestamp": document["created_at"]}
+    )
+
+
+async def send_to_webhook(services: Services, webhook: EventWebhook, message_id: str, document: dict[str, Any]) -> int:
+    """POST ``document`` to a project event webhook, signed the way it asked (hmac_sha256 or svix)."""
+    body = json.dumps(document).encode()
+    timestamp = int(time.time())
+    if webhook.signature_method is SignatureMethod.SVIX:
+        key = bytes.fromhex(webhook.secret)
+        digest = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+        signed = {
+            "svix-id": message_id,
+            "svix-timestamp": str(timestamp),
+            "svix-signature": "v1," + base64.b64encode(digest).decode(),
+        }
+    else:
+        mac = hmac.new(webhook.secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+        signed = {"X-Apertur-Signature": f"sha256={mac}", "X-Apertur-Timestamp": str(timestamp)}
+    headers = {
+        **webhook.custom_headers,
+        "Content-Type": "application/json",
+        "User-Agent": "photodrop-webhook/1",
+        "X-Aptr-Event": str(document.get("type", "")),
+        **signed,
+    }
+    context = DeliveryContext(settings=services.settings)
+    response = await WebhookDestination(WebhookConfig(url=webhook.url), context).post(body, headers)
+    return response.status_code
 
 
 async def record_outcome(
     services: Services, notification: Notification, *, worker: str, error: DeliveryError | None
 ) -> Notification | None:
+    """Settle one attempt; a project webhook retries on its own schedule, and one that keeps
+    failing is switched off after ``disable_after_failures`` failures in a row."""
     attempts = notification.attempts + 1
-    values: dict[str, Any] = (
-        {"attempts": attempts, "status": DeliveryStatus.SUCCEEDED.value, "last_error": None}
-        if error is None
-        else outbox.after_failure(attempts, error, services.settings.retry_delays)
-    )
     async with services.db.write() as s:
-        return await outbox.settle(s, Notification, notification.id, worker=worker, values=values)
+        webhook = await s.get(EventWebhook, notification.webhook_id) if notification.webhook_id else None
+        delays = retry_delays(webhook) if webhook else services.settings.retry_delays
+        values: dict[str, Any] = (
+            {"attempts": attempts, "status": DeliveryStatus.SUCCEEDED.value, "last_error": None}
+            if error is None
+            else outbox.after_failure(attempts, error, delays)
+        )
+        values["response_code"] = None if error is None else error.status_code
+        settled = await outbox.settle(s, Notification, notification.id, worker=worker, values=values)
+        if settled is not None and webhook is not None:
+            webhook.consecutive_failures = 0 if error is None else webhook.consecutive_failures + 1
+            if webhook.consecutive_failures >= webhook.disable_after_failures and webhook.is_active:
+                webhook.is_active = False
+                webhook.disabled_at = utcnow()
+        return settled
+
+
+async def test_webhook(services: Services, principal: Principal, webhook_id: str) -> str:
+    """Send a signed ``webhook.test`` event at once, outside the outbox, and say how it went."""
+    webhook = await get_webhook(services, principal, webhook_id)
+    now = utcnow().isoformat()
+    document: dict[str, Any] = {
+        "id": new_id("evt"),
+        "type": "webhook.test",
+        "event": "webhook.test",
+        "topic": "webhook.test",
+        "project_id": principal.project_id,
+        "created_at": now,
+        "timestamp": now,
+        "data": {"webhook_id": webhook.id},
+    }
+    try:
+        status = await send_to_webhook(services, webhook, document["id"], document)
+    except DeliveryError as exc:
+        return f"the test event was not accepted: {exc.message}"
+    return f"test event delivered ({status})"
+
+
+async def retry(services: Services, principal: Principal, webhook_id: str, notification_id: str) -> None:
+    """Queue a failed notification of this webhook again, from a fresh schedule."""
+    await get_webhook(services, principal, webhook_id)
+    async with services.db.write() as s:
+        notification = await s.get(Notification, notification_id)
+        if notification is None or notification.webhook_id != webhook_id:
+            raise NotFound("no such webhook delivery", param="delivery_id")
+        if notification.status is not DeliveryStatus.FAILED:
+            raise StateConflict("only a failed webhook delivery can be retried", code="DELIVERY_NOT_FAILED")
+        notification.status = DeliveryStatus.PENDING
+        notification.attempts = 0
+        notification.next_attempt_at = utcnow()
+        notification.updated_at = utcnow()
+    services.wake_workers()

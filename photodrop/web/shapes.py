@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic.alias_generators import to_camel
 
 from photodrop.models import DeliveryMode, DeliveryStatus, Image, SessionStatus, UploadSession, WebhookFormat
 
@@ -188,3 +189,64 @@ class ProjectOut(BaseModel):
         description="Until then the secret before the last rotation still signs too"
     )
     created_at: datetime
+
+
+class EventWebhookOut(BaseModel):
+    """Apertur's EventWebhook shape (camelCase), secret included: only the project's own keys see it."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
+
+    id: str
+    project_id: str
+    url: str
+    secret: str
+    signature_method: str
+    topics: list[str]
+    is_active: bool
+    max_retries: int
+    retry_intervals: list[int]
+    disable_after_failures: int
+    consecutive_failures: int
+    custom_headers: dict[str, str]
+    disabled_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class EventWebhookListOut(RootModel[list[EventWebhookOut]]):
+    """A bare array, as Apertur's SDKs expect."""
+
+
+class WebhookDeliveryOut(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    id: str
+    event_log_id: str
+    topic: str
+    status: str = Field(description="sent, failed or retrying")
+    attempts: int
+    response_code: int | None
+    response_body: str | None = None
+    duration_ms: int | None = None
+    last_error: str | None
+    next_retry_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookDeliveriesOut(BaseModel):
+    deliveries: list[WebhookDeliveryOut]
+    total: int
+    page: int
+    limit: int
+
+
+class MessageOut(BaseModel):
+    message: str
+
+
+class PageQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    page: int = Field(default=1, ge=1)
+    limit: int = Field(default=20, ge=1, le=100)

@@ -103,7 +103,19 @@ async def test_real_responses_match_the_document(client: httpx.AsyncClient, key:
     delivery_id = await _a_delivery(client, key)
     await call("GET", f"/v1/deliveries/{delivery_id}", headers=auth)
     await call("POST", f"/v1/deliveries/{delivery_id}/retry", headers=auth)
-    await call("GET", "/v1/project", headers=auth)
+    project_id = (await call("GET", "/v1/project", headers=auth)).json()["id"]
+    hooks = f"/v1/projects/{project_id}/webhooks"
+    hook = (
+        await call("POST", hooks, json={"url": "http://127.0.0.1:9/h", "topics": ["session.*"]}, headers=auth)
+    ).json()
+    await call("POST", hooks, json={"url": "http://127.0.0.1:9/h", "topics": []}, headers=auth)
+    await call("GET", hooks, headers=auth)
+    await call("GET", "/v1/projects/proj_other/webhooks", headers=auth)
+    await call("PATCH", f"{hooks}/{hook['id']}", json={"topics": ["*.uploaded"]}, headers=auth)
+    await call("POST", f"{hooks}/{hook['id']}/test", headers=auth)
+    await call("GET", f"{hooks}/{hook['id']}/deliveries?page=1&limit=5", headers=auth)
+    await call("POST", f"{hooks}/{hook['id']}/deliveries/ntf_missing/retry", headers=auth)
+    await call("DELETE", f"{hooks}/{hook['id']}", headers=auth)
     await call("POST", "/v1/project/webhook-secret/rotate", headers=auth)
     other = await new_session(client, key)
     await call("POST", f"/api/v1/upload/{sid}/images", files={"file": ("a.jpg", image_bytes(), "image/jpeg")})
