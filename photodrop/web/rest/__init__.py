@@ -1,0 +1,9 @@
+"""The REST shim: Apertur-compatible ``/v1`` (and ``/api/v1``) endpoints over the resolvers.
+
+Importing this package registers every endpoint on ``api``.
+"""
+
+from photodrop.web.rest import delivery, projects, sessions
+from photodrop.web.rest.common import PREFIXES, UNLOCK_COOKIE, api, openapi, set_unlock_cookie
+
+__all__ = ["PREFIXES", "UNLOCK_COOKIE", "api", "delivery", "openapi", "projects", "sessions", "set_unlock_cookie"]

@@ -1,0 +1,166 @@
+"""Sessions, their QR codes, and uploads into them."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from photodrop.models import (
+    SessionCreate,
+)
+from photodrop.qr import QrOptions, render_qr
+from photodrop.resolvers import sessions, uploads
+from photodrop.resolvers.projects import project_logo
+from photodrop.web.api import (
+    MULTIPART_IMAGES,
+    parse_body,
+    parse_query,
+    read_json,
+    respond,
+    services,
+)
+from photodrop.web.rest.common import UNLOCK_COOKIE, api, base_url, caller, set_unlock_cookie
+from photodrop.web.shapes import (
+    PasswordCheck,
+    PasswordResult,
+    PollQuery,
+    SessionListOut,
+    SessionListQuery,
+    SessionOut,
+    UploadOut,
+)
+
+
+@api.route(
+    "POST",
+    "/sessions",
+    summary="Create an upload session",
+    body=SessionCreate,
+    responses={201: SessionOut},
+    errors=(400,),
+)
+async def create_session(request: Request) -> Response:
+    principal = await caller(request)
+    session = await sessions.create_session(services(request), principal, await read_json(request))
+    return respond(SessionOut.of(session, base_url(request)), 201)
+
+
+@api.route(
+    "GET",
+    "/sessions",
+    summary="List sessions, newest first",
+    query=SessionListQuery,
+    responses={200: SessionListOut},
+    errors=(400,),
+)
+async def list_sessions(request: Request) -> Response:
+    principal = await caller(request)
+    query = parse_query(request, SessionListQuery)
+    page = await sessions.list_sessions(
+        services(request), principal, statuses=query.status, limit=query.limit, starting_after=query.starting_after
+    )
+    data = [SessionOut.of(session, base_url(request)) for session in page.sessions]
+    cursor = data[-1].id if page.has_more else None
+    return respond(SessionListOut(data=data, has_more=page.has_more, next_cursor=cursor))
+
+
+@api.route("GET", "/sessions/{id}", summary="Read a session", responses={200: SessionOut}, errors=(404,))
+async def get_session(request: Request) -> Response:
+    principal = await caller(request)
+    session = await sessions.get_session(services(request), principal, request.path_params["id"])
+    return respond(SessionOut.of(session, base_url(request)))
+
+
+@api.route(
+    "POST",
+    "/sessions/{id}/complete",
+    summary="Complete a session: it takes no more photos",
+    responses={200: SessionOut},
+    errors=(404, 409),
+)
+async def complete_session(request: Request) -> Response:
+    principal = await caller(request)
+    session = await sessions.complete_session(services(request), principal, request.path_params["id"])
+    return respond(SessionOut.of(session, base_url(request)))
+
+
+@api.route(
+    "GET",
+    "/sessions/{id}/poll",
+    summary="Wait for the session's next version (long poll)",
+    query=PollQuery,
+    responses={200: SessionOut, 204: None},
+    errors=(400, 404),
+)
+async def poll_session(request: Request) -> Response:
+    principal = await caller(request)
+    query = parse_query(request, PollQuery)
+    session = await sessions.wait_for_update(
+        services(request), principal, request.path_params["id"], since=query.since, wait_seconds=query.timeout
+    )
+    if session is None:
+        return Response(status_code=204)
+    return respond(SessionOut.of(session, base_url(request)))
+
+
+@api.route(
+    "GET",
+    "/sessions/{id}/qr",
+    summary="The session link as a QR code (PNG or SVG)",
+    query=QrOptions,
+    responses={200: "image/png"},
+    errors=(400, 404),
+    auth=False,
+)
+async def session_qr(request: Request) -> Response:
+    options = parse_query(request, QrOptions)
+    session = await sessions.find_session(services(request), request.path_params["id"])
+    url = f"{base_url(request)}/s/{session.id}"
+    logo = await project_logo(services(request), session.project_id) if options.logo else None
+    content, media_type = render_qr(url, options, logo=logo)
+    return Response(content, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
+
+
+@api.route(
+    "POST",
+    "/upload/{id}/images",
+    summary="Upload one or more photos (multipart parts named 'file')",
+    body=MULTIPART_IMAGES,
+    responses={201: UploadOut},
+    errors=(400, 404, 409, 410, 413, 415, 422, 429),
+    auth=False,
+)
+async def upload_images(request: Request) -> Response:
+    session_id = request.path_params["id"]
+    principal = await caller(request) if request.headers.get("authorization") else None
+    images = await uploads.accept_upload(
+        services(request),
+        session_id,
+        body=request.stream(),
+        content_type=request.headers.get("content-type"),
+        credentials=uploads.Credentials(
+            password=request.headers.get("x-session-password"),
+            unlock_token=request.cookies.get(UNLOCK_COOKIE.format(session_id)),
+        ),
+        principal=principal,
+    )
+    return respond(UploadOut.of(images), 201)
+
+
+@api.route(
+    "POST",
+    "/upload/{id}/verify-password",
+    summary="Check a session password; a right one sets the unlock cookie",
+    body=PasswordCheck,
+    responses={200: PasswordResult},
+    errors=(400, 404, 429),
+    auth=False,
+)
+async def verify_password(request: Request) -> Response:
+    session_id = request.path_params["id"]
+    check = parse_body(await read_json(request), PasswordCheck)
+    token = await uploads.verify_password(services(request), session_id, check.password)
+    response = respond(PasswordResult(valid=token is not None))
+    if token is not None:
+        set_unlock_cookie(request, response, session_id, token)
+    return response
