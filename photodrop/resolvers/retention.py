@@ -31,12 +31,25 @@ async def purge_delivered(services: Services, *, batch: int = 200) -> int:
         due = list((await s.exec(query)).all())
     purged = 0
     for image_id, key in due:
-        await services.storage.delete(key)
-        async with services.db.write() as s:
-            result = await s.exec(
-                update(Image)
-                .where(col(Image.id) == image_id, col(Image.purged_at).is_(None))
-                .values(purged_at=utcnow())
-            )
-            purged += int(result.rowcount or 0)
+        purged += await _purge(services, image_id, key)
     return purged
+
+
+async def purge_image(services: Services, image_id: str) -> bool:
+    """Remove one image's staged bytes now, if every one of its deliveries has succeeded."""
+    unfinished = exists().where(
+        col(Delivery.image_id) == image_id, col(Delivery.status) != DeliveryStatus.SUCCEEDED.value
+    )
+    query = select(Image.storage_key).where(col(Image.id) == image_id, col(Image.purged_at).is_(None), ~unfinished)
+    async with services.db.read() as s:
+        key = (await s.exec(query)).first()
+    return key is not None and await _purge(services, image_id, key) > 0
+
+
+async def _purge(services: Services, image_id: str, key: str) -> int:
+    await services.storage.delete(key)
+    async with services.db.write() as s:
+        result = await s.exec(
+            update(Image).where(col(Image.id) == image_id, col(Image.purged_at).is_(None)).values(purged_at=utcnow())
+        )
+        return int(result.rowcount or 0)

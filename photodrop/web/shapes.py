@@ -250,3 +250,36 @@ class PageQuery(BaseModel):
 
     page: int = Field(default=1, ge=1)
     limit: int = Field(default=20, ge=1, le=100)
+
+
+class PullImageOut(BaseModel):
+    id: str
+    filename: str
+    size_bytes: int
+    mime_type: str
+    source: str
+    created_at: datetime
+
+
+class PullListOut(BaseModel):
+    images: list[PullImageOut]
+
+
+class LentImageOut(BaseModel):
+    """The image the one-at-a-time pull hands out, lent for five minutes."""
+
+    image_id: str
+    image_index: int
+    filename: str
+    mime_type: str
+    size_bytes: int
+    created_at: datetime
+    download_url: str
+
+
+class AckOut(BaseModel):
+    status: str = "acknowledged"
+
+
+class PollOut(RootModel[SessionOut | LentImageOut]):
+    """A session (long poll on its version) or a lent image (one-at-a-time pull)."""

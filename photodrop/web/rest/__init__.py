@@ -3,7 +3,17 @@
 Importing this package registers every endpoint on ``api``.
 """
 
-from photodrop.web.rest import delivery, projects, sessions
+from photodrop.web.rest import delivery, projects, pull, sessions
 from photodrop.web.rest.common import PREFIXES, UNLOCK_COOKIE, api, openapi, set_unlock_cookie
 
-__all__ = ["PREFIXES", "UNLOCK_COOKIE", "api", "delivery", "openapi", "projects", "sessions", "set_unlock_cookie"]
+__all__ = [
+    "PREFIXES",
+    "UNLOCK_COOKIE",
+    "api",
+    "delivery",
+    "openapi",
+    "projects",
+    "pull",
+    "sessions",
+    "set_unlock_cookie",
+]

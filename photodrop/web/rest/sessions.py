@@ -9,7 +9,7 @@ from photodrop.models import (
     SessionCreate,
 )
 from photodrop.qr import QrOptions, render_qr
-from photodrop.resolvers import sessions, uploads
+from photodrop.resolvers import pull, sessions, uploads
 from photodrop.resolvers.projects import project_logo
 from photodrop.web.api import (
     MULTIPART_IMAGES,
@@ -21,8 +21,10 @@ from photodrop.web.api import (
 )
 from photodrop.web.rest.common import UNLOCK_COOKIE, api, base_url, caller, set_unlock_cookie
 from photodrop.web.shapes import (
+    LentImageOut,
     PasswordCheck,
     PasswordResult,
+    PollOut,
     PollQuery,
     SessionListOut,
     SessionListQuery,
@@ -87,14 +89,32 @@ async def complete_session(request: Request) -> Response:
 @api.route(
     "GET",
     "/sessions/{id}/poll",
-    summary="Wait for the session's next version (long poll)",
+    summary=(
+        "Long poll: the session once its version passes `since`; on a pull-mode session without "
+        "`since`, the next unacknowledged image, lent for five minutes"
+    ),
     query=PollQuery,
-    responses={200: SessionOut, 204: None},
-    errors=(400, 404),
+    responses={200: PollOut, 204: None},
+    errors=(400, 404, 410),
 )
 async def poll_session(request: Request) -> Response:
     principal = await caller(request)
     query = parse_query(request, PollQuery)
+    session_id = request.path_params["id"]
+    if query.since is None and await pull.is_pull_session(services(request), principal, session_id):
+        image = await pull.next_image(services(request), principal, session_id, wait_seconds=query.timeout)
+        if image is None:
+            return Response(status_code=204)
+        lent = LentImageOut(
+            image_id=image.id,
+            image_index=image.index,
+            filename=image.filename,
+            mime_type=image.mime_type,
+            size_bytes=image.size_bytes,
+            created_at=image.created_at,
+            download_url=f"{base_url(request)}/v1/images/{image.id}/download",
+        )
+        return respond(PollOut(lent))
     session = await sessions.wait_for_update(
         services(request), principal, request.path_params["id"], since=query.since, wait_seconds=query.timeout
     )

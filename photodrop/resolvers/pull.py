@@ -1,0 +1,132 @@
+"""Pull mode: photos wait for the API client, which lists, downloads and acknowledges them.
+
+A pull delivery is the image's ``poll`` delivery row: it succeeds when the client acknowledges
+the image. The one-at-a-time variant lends an image for five minutes; unacknowledged, it is
+offered again after that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import anyio
+from sqlalchemy import update
+from sqlmodel import col, select
+
+from photodrop.context import Principal, Services
+from photodrop.errors import Expired, NotFound, StateConflict
+from photodrop.events import NewestState, session_channel
+from photodrop.ids import new_id
+from photodrop.models import Delivery, DeliveryAttempt, DeliveryMode, DeliveryStatus, Image, utcnow
+from photodrop.resolvers.deliveries import delivery_event
+from photodrop.resolvers.images import get_image
+from photodrop.resolvers.retention import purge_image
+from photodrop.resolvers.sessions import get_session
+
+LOAN = timedelta(minutes=5)
+PULL_WORKER = "pull-client"
+
+
+def _waiting(session_id: str) -> object:
+    return (
+        select(Image, Delivery)
+        .join(Delivery, col(Delivery.image_id) == col(Image.id))
+        .where(
+            Image.session_id == session_id,
+            Delivery.kind == DeliveryMode.POLL,
+            col(Delivery.status) != DeliveryStatus.SUCCEEDED.value,
+        )
+        .order_by(col(Image.index))
+    )
+
+
+async def is_pull_session(services: Services, principal: Principal, session_id: str) -> bool:
+    return (await get_session(services, principal, session_id)).delivery_mode is DeliveryMode.POLL
+
+
+async def waiting_images(services: Services, principal: Principal, session_id: str) -> list[Image]:
+    """Every image of a pull-mode session not yet acknowledged, lent out or not."""
+    session = await get_session(services, principal, session_id)
+    if session.delivery_mode is not DeliveryMode.POLL:
+        raise StateConflict("this session does not deliver by pull (its delivery_mode is not poll)", code="NOT_PULL")
+    async with services.db.read() as s:
+        return [image for image, _ in (await s.exec(_waiting(session_id))).all()]  # type: ignore[call-overload]
+
+
+async def open_image(services: Services, principal: Principal, image_id: str) -> tuple[Image, AsyncIterator[bytes]]:
+    """The image and its bytes, while they are still staged."""
+    image = await get_image(services, principal, image_id)
+    if image.purged_at is not None:
+        raise Expired("this image was delivered and its staged copy removed", param="image_id")
+    return image, services.storage.read(image.storage_key)
+
+
+async def acknowledge(services: Services, principal: Principal, image_id: str) -> None:
+    """The client has the image: its pull delivery succeeds (acknowledging twice is a 409)."""
+    image = await get_image(services, principal, image_id)
+    now = utcnow()
+    async with services.db.write() as s:
+        delivery = (
+            await s.exec(select(Delivery).where(Delivery.image_id == image.id, Delivery.kind == DeliveryMode.POLL))
+        ).first()
+        if delivery is None:
+            raise NotFound("this image does not wait for a pull", param="image_id")
+        if delivery.status is DeliveryStatus.SUCCEEDED:
+            raise StateConflict("this image was already acknowledged", code="ALREADY_ACKNOWLEDGED")
+        delivery.status = DeliveryStatus.SUCCEEDED
+        delivery.attempts += 1
+        delivery.lease_owner = None
+        delivery.lease_expires_at = None
+        delivery.updated_at = now
+        attempt = DeliveryAttempt(
+            id=new_id("att"),
+            delivery_id=delivery.id,
+            number=delivery.attempts,
+            succeeded=True,
+            duration_ms=0,
+            worker=PULL_WORKER,
+            started_at=now,
+        )
+        s.add(attempt)
+        await s.flush()
+        event = delivery_event(delivery, attempt)
+        s.add(event.to_row())
+    await services.bus.publish([event])
+    # The client has its copy: once no other destination still needs the bytes, they can go.
+    await purge_image(services, image.id)
+
+
+async def next_image(services: Services, principal: Principal, session_id: str, *, wait_seconds: float) -> Image | None:
+    """Lend the next unacknowledged image for five minutes, waiting up to ``wait_seconds`` for one.
+
+    None when nothing arrived in time; Expired (410) when the session is over and every image
+    has been acknowledged.
+    """
+    newest = NewestState()
+    async with services.bus.subscribe(session_channel(session_id), newest):
+        with anyio.move_on_after(wait_seconds):
+            while True:
+                session = await get_session(services, principal, session_id)
+                image = await _lend(services, session_id)
+                if image is not None:
+                    return image
+                if session.status.is_terminal:
+                    raise Expired("the session is over and every image has been acknowledged", param="id")
+                await newest.get()
+    return None
+
+
+async def _lend(services: Services, session_id: str) -> Image | None:
+    now = utcnow()
+    async with services.db.write() as s:
+        for image, delivery in (await s.exec(_waiting(session_id))).all():  # type: ignore[call-overload]
+            if delivery.lease_expires_at is None or delivery.lease_expires_at < now:
+                await s.exec(
+                    update(Delivery)
+                    .where(col(Delivery.id) == delivery.id)
+                    .values(lease_owner=PULL_WORKER, lease_expires_at=now + LOAN)
+                )
+                lent: Image = image
+                return lent
+    return None
