@@ -20,3 +20,4 @@ test: lint
 bench:
 	$(UV) run python bench/ingest.py
 	$(UV) run python bench/create_sessions.py
+	$(UV) run python bench/delivery.py
