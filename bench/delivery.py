@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import io
 import itertools
 import json
 import math
@@ -46,8 +45,8 @@ from typing import Any
 import boto3  # type: ignore[import-untyped]
 import httpx
 from _harness import Server, load, server
+from _photos import BOUNDARY, make_photos, multipart
 from botocore.config import Config as BotoConfig  # type: ignore[import-untyped]
-from PIL import Image, ImageChops
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -61,40 +60,12 @@ SESSION_SIZE = 50
 POLL_INTERVAL = 0.01
 ROUND_TIMEOUT = 90.0
 BUCKET = "photodrop-bench"
-BOUNDARY = "photodrop-bench-7c1f0a"
 READY = "photodrop worker delivering"
 WORKER = (
     "import sys, photodrop.delivery.s3, photodrop.delivery.webhook\n"
     "from photodrop.cli import main\n"
     "sys.exit(main(['worker']))\n"
 )
-
-
-def make_photos() -> list[bytes]:
-    """Four 1024x768 quality-85 JPEGs of about 200 KB: gradients under grain, so they compress like photos."""
-    size = (1024, 768)
-    photos = []
-    for sigma in (10, 12, 14, 16):
-        bands = [
-            ImageChops.add(
-                Image.linear_gradient("L").rotate(40 * band + sigma).resize(size),
-                Image.effect_noise(size, sigma),
-                offset=-128,
-            )
-            for band in range(3)
-        ]
-        buffer = io.BytesIO()
-        Image.merge("RGB", bands).save(buffer, "JPEG", quality=85)
-        photos.append(buffer.getvalue())
-    return photos
-
-
-def multipart(photo: bytes, index: int) -> bytes:
-    head = (
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="IMG_{index:04d}.jpg"\r\n'
-        "Content-Type: image/jpeg\r\n\r\n"
-    )
-    return head.encode() + photo + f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
 def webhook_body(photo: bytes, index: int) -> bytes:
@@ -230,7 +201,7 @@ class Bench:
     key: str
     moto_url: str
     receiver_url: str
-    photos: list[bytes] = field(default_factory=make_photos)
+    photos: list[bytes] = field(default_factory=lambda: make_photos((1024, 768), (10, 12, 14, 16), 85))
 
     @property
     def db(self) -> Path:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import itertools
 import math
 import os
@@ -30,7 +29,7 @@ from typing import IO
 
 import httpx
 from _harness import Server, baseline, compare, photodrop
-from PIL import Image, ImageChops
+from _photos import BOUNDARY, make_photos, multipart
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -42,34 +41,6 @@ REQUESTS = 80  # per round
 ROUNDS = 3
 WARMUP = 4
 SESSION_SIZE = 50
-BOUNDARY = "photodrop-bench-7c1f0a"
-
-
-def make_photos() -> list[bytes]:
-    """Four 3000x2000 JPEGs: rotated gradients under Gaussian grain, so they compress like photos."""
-    size = (3000, 2000)
-    photos = []
-    for sigma in (14, 18, 22, 26):
-        bands = [
-            ImageChops.add(
-                Image.linear_gradient("L").rotate(40 * band + sigma).resize(size),
-                Image.effect_noise(size, sigma),
-                offset=-128,
-            )
-            for band in range(3)
-        ]
-        buffer = io.BytesIO()
-        Image.merge("RGB", bands).save(buffer, "JPEG", quality=90)
-        photos.append(buffer.getvalue())
-    return photos
-
-
-def multipart(photo: bytes, index: int) -> bytes:
-    head = (
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="IMG_{index:04d}.jpg"\r\n'
-        "Content-Type: image/jpeg\r\n\r\n"
-    )
-    return head.encode() + photo + f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
 # --- the baseline server -------------------------------------------------------------------
@@ -135,7 +106,7 @@ async def create_sessions(url: str, key: str, count: int) -> list[str]:
 
 
 async def measure(photodrop_server: Server, key: str, baseline_server: Server) -> None:
-    photos = make_photos()
+    photos = make_photos((3000, 2000), (14, 18, 22, 26), 90)
     bodies = [multipart(photo, index) for index, photo in enumerate(photos)]
     assert REQUESTS % len(photos) == WARMUP % len(photos) == 0, "every round sends each photo equally often"
     headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}

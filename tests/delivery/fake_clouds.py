@@ -2,7 +2,7 @@
 
 No local emulator exists for any of these services (there is no moto, Azurite or WsgiDAV for them), so these
 are small fakes of exactly the documented endpoints the destinations call: the requests, answers, status codes
-and error bodies given in §1-§3 of /work/shared/reference/destinations.md (from the vendors' docs), not the
+and error bodies given in §1-§3 of the destinations reference (from the vendors' docs), not the
 services' whole behaviour. Where the docs leave something open the fake picks the strict reading and says so.
 
 Each fake keeps uploaded files in memory, runs an OAuth token endpoint (access tokens that can expire, refresh
