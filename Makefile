@@ -21,3 +21,4 @@ bench:
 	$(UV) run python bench/ingest.py
 	$(UV) run python bench/create_sessions.py
 	$(UV) run python bench/delivery.py
+	$(UV) run python bench/subscriptions.py

@@ -33,6 +33,17 @@ class Server:
         fields = stat.rsplit(")", 1)[1].split()  # fields from the 3rd on: utime and stime are the 14th and 15th
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def rss_kib(self) -> float:
+        """The server process's resident set size in KiB, VmRSS in /proc (Linux only, else NaN)."""
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return math.nan
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                return float(line.split()[1])
+        return math.nan
+
 
 @dataclass
 class Result:
