@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections import OrderedDict
@@ -20,7 +21,7 @@ from typing import Any, Protocol
 from broadcaster import Broadcast
 
 from photodrop.ids import new_ordered_id
-from photodrop.models import Event, utcnow
+from photodrop.models import Event, UploadSession, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,11 @@ class Envelope:
     session_id: str | None = None
     id: str = field(default_factory=lambda: new_ordered_id("evt"))
     created_at: datetime = field(default_factory=utcnow)
+
+    @functools.cached_property
+    def session(self) -> UploadSession:
+        """The session state this event carries, decoded once however many subscribers read it."""
+        return UploadSession.from_snapshot(self.data["session"])
 
     @property
     def version(self) -> int:

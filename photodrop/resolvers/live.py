@@ -28,7 +28,7 @@ async def watch_session(services: Services, principal: Principal, session_id: st
         while not session.status.is_terminal:
             envelope = await newest.get()
             if envelope.version > session.version:
-                session = UploadSession.from_snapshot(envelope.data["session"])
+                session = envelope.session
                 yield session
 
 
@@ -42,7 +42,7 @@ async def watch_sessions(
             envelope = await newest.get()
             if "session" not in envelope.data:
                 continue
-            session = UploadSession.from_snapshot(envelope.data["session"])
+            session = envelope.session
             if not statuses or session.status in statuses:
                 yield session
 

@@ -22,7 +22,7 @@ from photodrop.models import Delivery, DeliveryAttempt, DeliveryMode, DeliverySt
 from photodrop.resolvers.deliveries import delivery_event
 from photodrop.resolvers.images import get_image
 from photodrop.resolvers.retention import purge_image
-from photodrop.resolvers.sessions import get_session
+from photodrop.resolvers.sessions import check_wait, get_session
 
 LOAN = timedelta(minutes=5)
 PULL_WORKER = "pull-client"
@@ -103,6 +103,7 @@ async def next_image(services: Services, principal: Principal, session_id: str, 
     None when nothing arrived in time; Expired (410) when the session is over and every image
     has been acknowledged.
     """
+    check_wait(services, wait_seconds)
     newest = NewestState()
     async with services.bus.subscribe(session_channel(session_id), newest):
         with anyio.move_on_after(wait_seconds):

@@ -214,6 +214,15 @@ async def _transition(
     return (await s.exec(statement)).scalars().first()
 
 
+def check_wait(services: Services, wait_seconds: float) -> None:
+    """Refuse a long poll's wait outside (0, PHOTODROP_LONG_POLL_MAX_SECONDS]."""
+    if not 0 < wait_seconds <= services.settings.long_poll_max_seconds:
+        raise InvalidInput(
+            f"timeout must be more than 0 and at most {services.settings.long_poll_max_seconds:g} seconds",
+            param="timeout",
+        )
+
+
 async def wait_for_update(
     services: Services,
     principal: Principal,
@@ -223,11 +232,7 @@ async def wait_for_update(
     wait_seconds: float,
 ) -> UploadSession | None:
     """The session once its version passes ``since`` (the current one when omitted), or None."""
-    if not 0 < wait_seconds <= services.settings.long_poll_max_seconds:
-        raise InvalidInput(
-            f"timeout must be more than 0 and at most {services.settings.long_poll_max_seconds:g} seconds",
-            param="timeout",
-        )
+    check_wait(services, wait_seconds)
     if since is not None and since < 0:
         raise InvalidInput("since must be a version number (0 or more)", param="since")
     newest = NewestState()
@@ -240,5 +245,5 @@ async def wait_for_update(
         with anyio.move_on_after(wait_seconds):
             while (envelope := await newest.get()).version <= target:
                 pass
-            return UploadSession.from_snapshot(envelope.data["session"])
+            return envelope.session
     return None

@@ -67,23 +67,6 @@ async def test_the_sweeper_expires_a_session_when_its_time_runs_out(
     assert current["status"] == "expired" and current["version"] == 2
 
 
-async def test_many_sweepers_expire_each_session_once(client: httpx.AsyncClient, key: str, services: Services) -> None:
-    ids = [(await new_session(client, key))["id"] for _ in range(5)]
-    for session_id in ids:
-        await backdate(services, session_id)
-    counts: list[int] = []
-
-    async def sweep() -> None:
-        counts.append(await expire_due_sessions(services))
-
-    async with anyio.create_task_group() as group:
-        for _ in range(6):
-            group.start_soon(sweep)
-    assert sum(counts) == 5
-    for session_id in ids:
-        assert [e.type for e in await _events(services, session_id)].count("session.expired") == 1
-
-
 async def test_a_completed_session_never_expires(client: httpx.AsyncClient, key: str, services: Services) -> None:
     session = await new_session(client, key)
     await client.post(f"/v1/sessions/{session['id']}/complete", headers=bearer(key))
@@ -116,3 +99,21 @@ class TestWithoutSweeper:
         assert listed["data"] == []
         types = [e.type for e in await _events(services, session["id"])]
         assert types == ["session.created", "session.expired"]
+
+    async def test_many_sweepers_expire_each_session_once(
+        self, client: httpx.AsyncClient, key: str, services: Services
+    ) -> None:
+        ids = [(await new_session(client, key))["id"] for _ in range(5)]
+        for session_id in ids:
+            await backdate(services, session_id)
+        counts: list[int] = []
+
+        async def sweep() -> None:
+            counts.append(await expire_due_sessions(services))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(6):
+                group.start_soon(sweep)
+        assert sum(counts) == 5
+        for session_id in ids:
+            assert [e.type for e in await _events(services, session_id)].count("session.expired") == 1
