@@ -22,10 +22,8 @@ import base64
 import binascii
 import hashlib
 import json
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from email.utils import parsedate_to_datetime
 from typing import Any, Self
 from urllib.parse import quote, urlsplit
 
@@ -45,7 +43,14 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from photodrop.delivery.base import DEFAULT_TEMPLATE, Destination, DestinationConfig, Payload, Receipt, remote_name
-from photodrop.delivery.errors import DeliveryError, DestinationUnavailable, Misconfigured, RateLimited, Rejected
+from photodrop.delivery.errors import (
+    DeliveryError,
+    DestinationUnavailable,
+    Misconfigured,
+    RateLimited,
+    Rejected,
+    retry_after_seconds,
+)
 
 MIB = 1024 * 1024
 TAGS_BUDGET = 6000  # Azure allows 8 KB of metadata in all; the fixed entries take well under 1 KB
@@ -274,7 +279,7 @@ def translate(exc: Exception) -> DeliveryError:
     said = f"{code}: {_first_line(exc)}"
     if code in _THROTTLED or status == 429:
         headers = getattr(exc.response, "headers", None) or {}
-        retry_after = _retry_after(headers.get("retry-after"))
+        retry_after = retry_after_seconds(headers.get("retry-after"))
         return RateLimited(
             f"the storage account asked to slow down ({said})", status_code=status, retry_after=retry_after
         )
@@ -297,16 +302,3 @@ def _first_line(exc: Exception) -> str:
     """Storage errors repeat request ids, times and the XML body after the first line: keep just that."""
     text = str(getattr(exc, "message", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (a number or an HTTP date), when the service sent one."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None

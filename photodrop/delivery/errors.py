@@ -6,6 +6,9 @@ Each destination translates its SDK's or protocol's failures into these at its b
 
 from __future__ import annotations
 
+import time
+from email.utils import parsedate_to_datetime
+
 
 class DeliveryError(Exception):
     """A delivery attempt failed."""
@@ -40,3 +43,16 @@ class Gone(Rejected):
 
 class Misconfigured(Rejected):
     """The destination's own configuration is unusable (missing fields, bad URL)."""
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (a number or an HTTP date), when one was sent."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None

@@ -29,7 +29,6 @@ from abc import abstractmethod
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -37,7 +36,7 @@ import httpx
 from pydantic import AfterValidator
 
 from photodrop.delivery.base import Destination
-from photodrop.delivery.errors import DeliveryError, DestinationUnavailable, RateLimited, Rejected
+from photodrop.delivery.errors import DeliveryError, DestinationUnavailable, RateLimited, Rejected, retry_after_seconds
 
 TIMEOUT = httpx.Timeout(60.0, connect=15.0)
 EXPIRY_MARGIN = 60.0  # seconds before ``expires_in`` runs out that a cached token counts as expired
@@ -234,16 +233,7 @@ def failure(response: httpx.Response, service: str, *, retry_after: float | None
 
 
 def retry_after_header(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    seconds = _number(value)
-    if seconds is not None:
-        return max(0.0, seconds)
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
+    return retry_after_seconds(response.headers.get("retry-after"))
 
 
 def json_object(response: httpx.Response) -> dict[str, Any]:

@@ -21,10 +21,8 @@ import base64
 import hashlib
 import json
 import threading
-import time
 from collections.abc import Callable
 from contextlib import suppress
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -45,7 +43,14 @@ from pydantic import AliasChoices, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from photodrop.delivery.base import DEFAULT_TEMPLATE, Destination, DestinationConfig, Payload, Receipt, remote_name
-from photodrop.delivery.errors import DeliveryError, DestinationUnavailable, Misconfigured, RateLimited, Rejected
+from photodrop.delivery.errors import (
+    DeliveryError,
+    DestinationUnavailable,
+    Misconfigured,
+    RateLimited,
+    Rejected,
+    retry_after_seconds,
+)
 
 MIB = 1024 * 1024
 MIN_PART = 5 * MIB  # S3's smallest part (all but the last); also the smallest sensible threshold
@@ -259,7 +264,7 @@ def translate(exc: Exception) -> DeliveryError:
     said = f"{code}: {error.get('Message') or 'no message'}"
     if code in _THROTTLED or status == 429:
         headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-        retry_after = _retry_after(headers.get("retry-after"))
+        retry_after = retry_after_seconds(headers.get("retry-after"))
         return RateLimited(f"the S3 store asked to slow down ({said})", status_code=status, retry_after=retry_after)
     if code in _MISCONFIGURED:
         return Misconfigured(f"{_MISCONFIGURED[code]} ({said})", status_code=status)
@@ -271,16 +276,3 @@ def translate(exc: Exception) -> DeliveryError:
 def _status(exc: Any) -> int | None:
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return status if isinstance(status, int) else None
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (a number or an HTTP date), when the store sent one."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None

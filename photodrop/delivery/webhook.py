@@ -18,7 +18,6 @@ import socket
 import ssl
 import time
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,7 +26,7 @@ import httpx
 from pydantic import Field, field_validator
 
 from photodrop.delivery.base import Destination, DestinationConfig, Payload, Receipt
-from photodrop.delivery.errors import DestinationUnavailable, Gone, RateLimited, Rejected
+from photodrop.delivery.errors import DestinationUnavailable, Gone, RateLimited, Rejected, retry_after_seconds
 
 TIMEOUT = 30.0
 # Addresses that are private even though ipaddress does not flag every one of them as such.
@@ -218,7 +217,7 @@ def _judge(response: httpx.Response) -> httpx.Response:
         return response
     if status == 410:
         raise Gone("the receiver answered 410 Gone: it wants no more deliveries", status_code=status)
-    retry_after = _retry_after(response.headers.get("retry-after"))
+    retry_after = retry_after_seconds(response.headers.get("retry-after"))
     if status == 429:
         raise RateLimited("the receiver asked to slow down (429)", status_code=status, retry_after=retry_after)
     if 300 <= status < 400:
@@ -226,15 +225,3 @@ def _judge(response: httpx.Response) -> httpx.Response:
             f"the receiver redirected ({status}); redirects are not followed", status_code=status
         )
     raise DestinationUnavailable(f"the receiver answered {status}", status_code=status, retry_after=retry_after)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
