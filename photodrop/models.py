@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
-from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, String, TypeDecorator
+from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, String, Text, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
@@ -131,6 +131,16 @@ class ApiKey(SQLModel, table=True):
     created_at: datetime = _when()
     revoked_at: datetime | None = _when(nullable=True)
     last_used_at: datetime | None = _when(nullable=True)
+    # When set, every request made with this key must be signed with it (kept Fernet-encrypted).
+    signing_secret_encrypted: str | None = Field(default=None, max_length=400)
+    # Defaults a session created with this key inherits when it does not say otherwise.
+    max_images: int | None = None
+    allowed_mime_types: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    max_image_dimension: int | None = None
+    long_polling_enabled: bool = False
+    destination_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    allowed_ips: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    allowed_domains: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
 
 
 class UploadSession(SQLModel, table=True):
@@ -153,6 +163,8 @@ class UploadSession(SQLModel, table=True):
     tags: dict[str, str] | list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     destination_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     password_hash: str | None = Field(default=None, max_length=200)
+    # Longest side, in pixels, the phone scales a photo down to before sending it.
+    max_image_dimension: int | None = None
     expires_in: int
     expires_at: datetime = _when()
     created_at: datetime = _when()
@@ -196,6 +208,8 @@ class Image(SQLModel, table=True):
     sha256: str = Field(max_length=64)
     storage_key: str = Field(max_length=300)
     source: str = Field(default="camera", max_length=64)
+    # Arrived inside an encrypted envelope (X-Aptr-Encrypted) and was decrypted on arrival.
+    is_encrypted: bool = False
     created_at: datetime = _when()
     # When the staged bytes were removed, every delivery having succeeded and the retention passed.
     purged_at: datetime | None = _when(nullable=True)
@@ -224,6 +238,17 @@ class Delivery(SQLModel, table=True):
 class SignatureMethod(StrEnum):
     HMAC_SHA256 = "hmac_sha256"
     SVIX = "svix"
+
+
+class ServerKey(SQLModel, table=True):
+    """The deployment's RSA key pair for encrypted uploads: made once, the private half Fernet-encrypted."""
+
+    __tablename__ = "server_key"
+
+    id: str = Field(primary_key=True, max_length=40)
+    public_key_pem: str = Field(sa_column=Column(Text, nullable=False))
+    private_key_encrypted: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = _when()
 
 
 class EventWebhook(SQLModel, table=True):
