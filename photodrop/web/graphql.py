@@ -22,6 +22,7 @@ from photodrop.errors import PhotodropError
 from photodrop.resolvers.projects import authenticate
 from photodrop.schema import build_schema
 from photodrop.schema.context import GraphQLContext, Loaders
+from photodrop.web import dashboard_auth
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
@@ -70,6 +71,8 @@ class PhotodropGraphQL(GraphQL[GraphQLContext, None]):
             max_subscriptions_per_connection=settings.graphql_max_subscriptions,
             keep_alive=True,
             keep_alive_interval=15,
+            # Pages of this deployment may open websockets even when a proxy hands photodrop another Host.
+            allowed_origins=(dashboard_auth.origin_of(settings.base_url),),
         )
         self.services = services
 
@@ -77,11 +80,15 @@ class PhotodropGraphQL(GraphQL[GraphQLContext, None]):
         context = GraphQLContext(
             services=self.services, request=request, response=response, loaders=Loaders.for_services(self.services)
         )
-        if isinstance(request, Request) and request.headers.get("authorization"):
-            try:
+        if not isinstance(request, Request):
+            return context
+        try:
+            if request.headers.get("authorization"):
                 context.principal = await authenticate(self.services, request.headers["authorization"])
-            except PhotodropError as exc:
-                context.auth_error = exc
+            elif dashboard_auth.COOKIE in request.cookies:
+                context.principal = await dashboard_auth.graphql_principal(self.services, request)
+        except PhotodropError as exc:
+            context.auth_error = exc
         return context
 
     async def on_ws_connect(self, context: GraphQLContext) -> UnsetType | dict[str, object] | None:
@@ -90,6 +97,10 @@ class PhotodropGraphQL(GraphQL[GraphQLContext, None]):
         if header is None:
             header = context.request.headers.get("authorization")
         try:
+            if header is None and dashboard_auth.COOKIE in context.request.cookies:
+                # The dashboard's pages: their signed cookie stands in for a key they never see.
+                context.principal = await dashboard_auth.graphql_principal(self.services, context.request)
+                return None
             context.principal = await authenticate(self.services, header if isinstance(header, str) else None)
         except PhotodropError as exc:
             raise ConnectionRejectionError({"message": exc.message, "code": "FORBIDDEN"}) from exc
