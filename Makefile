@@ -2,7 +2,7 @@
 UV := ./scripts/uv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test lint bench
+.PHONY: run test test-sqlite test-postgres lint bench
 
 run:
 	$(UV) run photodrop serve
@@ -12,10 +12,19 @@ lint:
 	$(UV) run ruff format --check photodrop tests bench
 	$(UV) run mypy
 
+# The suite runs twice: on the embedded set-up, then on the scale-out one (PostgreSQL, Redis and
+# S3 staging; see "Testing" in README.md). Either leg runs alone as test-sqlite or test-postgres.
 test: lint
 	./scripts/ensure-chromium
 	[ -d node_modules/azurite ] || npm ci --silent --no-audit --no-fund
-	$(UV) run pytest
+	$(MAKE) test-sqlite
+	$(MAKE) test-postgres
+
+test-sqlite:
+	PHOTODROP_TEST_ENGINE=sqlite $(UV) run pytest
+
+test-postgres:
+	PHOTODROP_TEST_ENGINE=postgres $(UV) run pytest
 
 bench:
 	$(UV) run python bench/ingest.py

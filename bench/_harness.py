@@ -97,11 +97,20 @@ def server(command: Sequence[str], log: Path, env: dict[str, str] | None = None)
             process.wait()
 
 
+def photodrop_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """This process's environment minus its own PHOTODROP_* settings, plus the benchmark's.
+
+    The per-key rate limit is off: a benchmark sends one key's requests far faster than a client may.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTODROP_")}
+    env.update(PHOTODROP_DATA_DIR=str(data_dir), PHOTODROP_RATE_LIMIT_PER_MINUTE="0", **settings)
+    return env
+
+
 @contextmanager
 def photodrop(data_dir: Path) -> Iterator[tuple[Server, str]]:
     """A ``photodrop serve`` on a fresh data directory, and the live key it prints on first start."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTODROP_")}
-    env["PHOTODROP_DATA_DIR"] = str(data_dir)
+    env = photodrop_env(data_dir)
     log = data_dir.parent / f"{data_dir.name}.log"
     with server([sys.executable, "-m", "photodrop", "serve", "--port", "{port}"], log, env) as running:
         keys = [line.strip() for line in log.read_text().splitlines() if line.startswith("  aptr_live_")]

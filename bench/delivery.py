@@ -28,7 +28,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import sqlite3
 import subprocess
 import sys
@@ -44,7 +43,7 @@ from typing import Any
 
 import boto3  # type: ignore[import-untyped]
 import httpx
-from _harness import Server, load, server
+from _harness import Server, load, photodrop_env, server
 from _photos import BOUNDARY, make_photos, multipart
 from botocore.config import Config as BotoConfig  # type: ignore[import-untyped]
 from starlette.applications import Starlette
@@ -105,16 +104,14 @@ def receiver_app() -> Starlette:
 # --- processes and the database --------------------------------------------------------------
 
 
-def photodrop_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTODROP_")}
-    env.update(
-        PHOTODROP_DATA_DIR=str(data_dir),
+def delivery_env(data_dir: Path) -> dict[str, str]:
+    return photodrop_env(
+        data_dir,
         PHOTODROP_RUN_WORKER="false",  # read by serve only; the worker process is the one that delivers
         PHOTODROP_DELIVERY_CONCURRENCY=str(CONCURRENCY),
         PHOTODROP_DELIVERY_POLL_INTERVAL="0.05",
         PHOTODROP_WEBHOOK_ALLOW_PRIVATE="true",
     )
-    return env
 
 
 @contextmanager
@@ -361,7 +358,7 @@ def main() -> None:
         receiver = stack.enter_context(
             server([sys.executable, __file__, "--serve-receiver", "{port}"], root / "receiver.log")
         )
-        env = photodrop_env(root / "photodrop")
+        env = delivery_env(root / "photodrop")
         log = root / "photodrop.log"
         serve = stack.enter_context(server([sys.executable, "-m", "photodrop", "serve", "--port", "{port}"], log, env))
         keys = [line.strip() for line in log.read_text().splitlines() if line.startswith("  aptr_live_")]

@@ -12,27 +12,32 @@ from pathlib import Path
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from photodrop import __version__
+from photodrop import __version__, logs
 from photodrop.config import Settings
 from photodrop.context import Services, open_services
 from photodrop.delivery.worker import DeliveryWorker
 from photodrop.errors import PhotodropError
+from photodrop.metrics import Metrics
 from photodrop.resolvers.retention import purge_delivered
 from photodrop.resolvers.sessions import expire_due_sessions
-from photodrop.web import pages
+from photodrop.web import dashboard, pages
 from photodrop.web.api import error_body, error_response, services
 from photodrop.web.graphql import PhotodropGraphQL
+from photodrop.web.observability import Observability, metrics_endpoint
 from photodrop.web.pages import templates
 from photodrop.web.rest import PREFIXES, api, openapi
 
 log = logging.getLogger("photodrop")
 API_PATHS = tuple(f"{prefix}/" for prefix in PREFIXES)
+READY_TIMEOUT = 5.0  # seconds a readiness check waits for an answer; probes give up soon after
+LIVE_STATE_INTERVAL = 1.0  # seconds between copies of this process's subscriber count into shared metrics
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -46,37 +51,49 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def _running(app: Starlette, services: Services) -> AsyncIterator[None]:
+        services = dataclasses.replace(services, metrics=Metrics(settings.metrics_dir))
         background = [
             asyncio.create_task(_every(services.settings.sweep_interval, expire_due_sessions, services)),
             asyncio.create_task(_every(services.settings.purge_interval, purge_delivered, services)),
         ]
-        if settings.run_worker:
-            worker = DeliveryWorker(services)
+        if settings.metrics_dir is not None:
+            # Another process may answer the scrape: keep this one's subscriber count fresh in the shared files.
+            background.append(asyncio.create_task(_every(LIVE_STATE_INTERVAL, _note_live_state, services)))
+        worker = DeliveryWorker(services) if settings.run_worker else None
+        if worker is not None:
             services = dataclasses.replace(services, wake_workers=worker.wake)
-            background.append(asyncio.create_task(worker.run(), name="photodrop-delivery-worker"))
+            delivering = asyncio.create_task(worker.run(), name="photodrop-delivery-worker")
         app.state.services = services
         app.state.graphql = PhotodropGraphQL(services)
+        log.info("delivery: %s", "in this process" if worker else "left to `photodrop worker`")
         try:
             yield
         finally:
+            if worker is not None:
+                worker.stop()  # the attempts in flight may finish; the rest is handed back
+                await asyncio.gather(delivering, return_exceptions=True)
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            services.metrics.close()
 
     api_routes = api.routes()
     routes = [
         *(Mount(prefix, routes=[*api_routes, Route("/openapi.json", openapi)]) for prefix in PREFIXES),
         *pages.routes,
+        *dashboard.routes,
         Route("/graphql", _graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", _graphql),
         Route("/docs", api_docs),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", metrics_endpoint),
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static"),
     ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(Observability)],
         exception_handlers={
             PhotodropError: _photodrop_error,
             HTTPException: _http_error,
@@ -98,8 +115,15 @@ _graphql = _GraphQLEndpoint()
 
 
 def app_from_env() -> Starlette:
-    """Entry point for ``uvicorn --factory``: settings from the environment."""
-    return create_app(Settings())
+    """Entry point for ``uvicorn --factory`` (and each ``serve --workers`` process): settings from the
+    environment, logs as JSON lines."""
+    settings = Settings()
+    logs.configure(settings.log_level)
+    return create_app(settings)
+
+
+async def _note_live_state(services: Services) -> None:
+    services.metrics.note_live_state(services)
 
 
 async def _every(interval: float, chore: Callable[[Services], Awaitable[object]], services: Services) -> None:
@@ -132,17 +156,38 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 async def healthz(request: Request) -> Response:
+    """Liveness: the process answers. It says nothing of the database or the broadcast."""
     return JSONResponse({"status": "ok"})
 
 
 async def readyz(request: Request) -> Response:
+    """Readiness: 200 when the database and the broadcast both answer, else 503 naming what is down."""
+    running = services(request)
+    checks = {"database": await _database_up(running), "broadcast": await _broadcast_up(running)}
+    body: dict[str, object] = {name: "up" if up else "down" for name, up in checks.items()}
+    down = [name for name, up in checks.items() if not up]
+    if down:
+        return JSONResponse({"status": "unavailable", "down": down, **body}, status_code=503)
+    return JSONResponse({"status": "ok", **body})
+
+
+async def _database_up(running: Services) -> bool:
     try:
-        async with services(request).db.read() as s:
+        async with asyncio.timeout(READY_TIMEOUT), running.db.read() as s:
             await s.exec(text("SELECT 1"))  # type: ignore[call-overload]
     except Exception as exc:
-        log.warning("readiness check failed: %s", exc)
-        return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
-    return JSONResponse({"status": "ok", "database": "up"})
+        log.warning("readiness: the database does not answer: %s", exc)
+        return False
+    return True
+
+
+async def _broadcast_up(running: Services) -> bool:
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            return await running.bus.healthy()
+    except Exception as exc:
+        log.warning("readiness: the broadcast does not answer: %s", exc)
+        return False
 
 
 async def api_docs(request: Request) -> Response:

@@ -5,21 +5,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import logging
+import math
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from prometheus_client import start_http_server
+
+from photodrop import logs
 from photodrop.config import Settings
 from photodrop.context import Services, open_services
 from photodrop.db import Database
 from photodrop.delivery.worker import DeliveryWorker
 from photodrop.errors import PhotodropError
+from photodrop.metrics import Metrics, empty_directory
 from photodrop.models import KeyEnv
 from photodrop.resolvers import projects
 
 T = TypeVar("T")
+log = logging.getLogger("photodrop.cli")
 
 
 def _run(settings: Settings, action: Callable[[Services], Awaitable[T]]) -> T:
@@ -44,36 +53,70 @@ async def _first_start(services: Services) -> None:
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the API in ``--workers`` processes; they deliver too only when there is one of them.
+
+    Several API processes leave delivery to ``photodrop worker``, which scales on its own; so does
+    ``--no-worker`` or ``PHOTODROP_RUN_WORKER=false``. On SIGTERM the API stops accepting, lets the
+    requests in flight finish for up to PHOTODROP_SHUTDOWN_TIMEOUT seconds, then stops.
+    """
     import uvicorn  # the key and migrate commands start faster without the web stack
 
-    from photodrop.app import create_app
-
-    if settings.public_url is None:
-        settings = settings.model_copy(update={"public_url": f"http://{args.host}:{args.port}"})
+    logs.configure(settings.log_level)
+    delivering = settings.run_worker and not args.no_worker and args.workers == 1
+    settings = settings.model_copy(
+        update={"public_url": settings.public_url or f"http://{args.host}:{args.port}", "run_worker": delivering}
+    )
+    _ = settings.resolved_secret_key  # generated here once, rather than raced by the server processes
+    if settings.metrics_dir is not None:
+        empty_directory(settings.metrics_dir)
     _run(settings, _first_start)
+    # Every server process builds its app from the environment (``app_from_env``), like any other
+    # photodrop process: hand them what the command line decided.
+    os.environ["PHOTODROP_PUBLIC_URL"] = str(settings.public_url)
+    os.environ["PHOTODROP_RUN_WORKER"] = str(delivering).lower()
     uvicorn.run(
-        create_app(settings),
+        "photodrop.app:app_from_env",
+        factory=True,
+        workers=args.workers,
         host=args.host,
         port=args.port,
         proxy_headers=True,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
+        log_config=None,  # logs.configure and app_from_env make every line JSON
+        access_log=False,  # the app writes its own access lines, with the request id
     )
     return 0
 
 
 def worker(settings: Settings, args: argparse.Namespace) -> int:
-    """Deliver until SIGTERM or SIGINT, then hand back whatever is unfinished."""
+    """Deliver until SIGTERM or SIGINT; the deliveries in flight then get PHOTODROP_SHUTDOWN_TIMEOUT
+    seconds to finish, and whatever is still unfinished is handed back. A second signal stops at once."""
+    logs.configure(settings.log_level)
 
     async def main() -> None:
-        async with open_services(settings) as services:
-            runner = asyncio.create_task(DeliveryWorker(services, concurrency=args.concurrency).run())
+        async with open_services(settings) as opened:
+            services = dataclasses.replace(opened, metrics=Metrics(settings.metrics_dir))
+            deliverer = DeliveryWorker(services, concurrency=args.concurrency)
+            runner = asyncio.create_task(deliverer.run())
+
+            def stop() -> None:
+                if deliverer.stopping:
+                    runner.cancel()
+                    return
+                log.info("stopping: no new deliveries; the ones in flight may finish")
+                deliverer.stop()
+
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, runner.cancel)
-            print(f"photodrop worker delivering with concurrency {args.concurrency or settings.delivery_concurrency}")
-            sys.stdout.flush()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+                loop.add_signal_handler(signum, stop)
+            if args.metrics_port is not None:
+                start_http_server(args.metrics_port, addr=args.metrics_host, registry=services.metrics.registry)
+            log.info("photodrop worker %s delivering with concurrency %d", deliverer.name, deliverer.concurrency)
+            try:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await runner
+            finally:
+                services.metrics.close()
 
     asyncio.run(main())
     return 0
@@ -127,7 +170,7 @@ def project_logo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def migrate(settings: Settings, args: argparse.Namespace) -> int:
-    database = Database(settings.resolved_database_url)
+    database = Database.from_settings(settings)
 
     async def main() -> None:
         await database.migrate()
@@ -145,10 +188,16 @@ def parser() -> argparse.ArgumentParser:
     run = commands.add_parser("serve", help="run the API, pages and delivery")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
+    run.add_argument(
+        "--workers", type=_positive, default=1, help="API processes; with more than one, run `photodrop worker` too"
+    )
+    run.add_argument("--no-worker", action="store_true", help="deliver nothing here; leave it to `photodrop worker`")
     run.set_defaults(handler=serve)
 
     deliver = commands.add_parser("worker", help="run delivery alone, without the API")
-    deliver.add_argument("--concurrency", type=int, default=None, help="deliveries in flight at once")
+    deliver.add_argument("--concurrency", type=_positive, default=None, help="deliveries in flight at once")
+    deliver.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
+    deliver.add_argument("--metrics-host", default="127.0.0.1", help="the address --metrics-port listens on")
     deliver.set_defaults(handler=worker)
 
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
@@ -177,6 +226,13 @@ def parser() -> argparse.ArgumentParser:
 
     commands.add_parser("migrate", help="bring the database schema up to date").set_defaults(handler=migrate)
     return root
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

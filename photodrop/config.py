@@ -6,7 +6,7 @@ import secrets
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -15,12 +15,57 @@ MIB = 1024 * 1024
 class Settings(BaseSettings):
     """Every knob photodrop has. Nothing else in the package reads the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="PHOTODROP_", env_file=".env", extra="ignore")
+    # populate_by_name: settings whose variable has an alias (the standard AWS_* ones) can still be given by name.
+    model_config = SettingsConfigDict(env_prefix="PHOTODROP_", env_file=".env", extra="ignore", populate_by_name=True)
 
     data_dir: Path = Path("photodrop-data")
     database_url: str | None = None
     broadcast_url: str = "memory://"
     storage_url: str | None = None
+    # Scale-out engines: PostgreSQL pools, broadcast channel names, and S3-compatible staging.
+    database_pool_size: int = Field(
+        default=10, ge=1, description="PostgreSQL connections each process keeps open (SQLite ignores it)"
+    )
+    database_max_overflow: int = Field(
+        default=20, ge=0, description="extra PostgreSQL connections a process may open under bursts, closed when idle"
+    )
+    database_pool_timeout: float = Field(
+        default=30, gt=0, description="seconds a request waits for a free PostgreSQL connection before failing"
+    )
+    broadcast_channel_prefix: str = Field(
+        default="",
+        max_length=12,
+        pattern=r"^[A-Za-z0-9_.:-]*$",
+        description=(
+            "put before every broadcast channel name, so deployments sharing one Redis stay apart"
+            " (short, so names stay within PostgreSQL's 63-byte LISTEN channels)"
+        ),
+    )
+    storage_s3_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PHOTODROP_STORAGE_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+        description="S3-compatible endpoint for s3:// staging (MinIO, R2 ...); AWS itself when unset",
+    )
+    storage_s3_region: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PHOTODROP_STORAGE_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
+        description="region of the s3:// staging bucket",
+    )
+    storage_s3_access_key_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PHOTODROP_STORAGE_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+        description="access key for s3:// staging; unset leaves boto3 to find instance or profile credentials",
+    )
+    storage_s3_secret_access_key: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PHOTODROP_STORAGE_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+        description="secret key paired with storage_s3_access_key_id",
+    )
+    storage_s3_session_token: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PHOTODROP_STORAGE_S3_SESSION_TOKEN", "AWS_SESSION_TOKEN"),
+        description="session token, for temporary credentials",
+    )
     public_url: str | None = None
     secret_key: str | None = None
     max_image_bytes: int = Field(default=20 * MIB, gt=0)
@@ -35,6 +80,11 @@ class Settings(BaseSettings):
     delivery_lease_seconds: float = Field(default=120, gt=0)
     delivery_poll_interval: float = Field(default=1.0, gt=0)
     run_worker: bool = True
+    # Processes and observability: how long SIGTERM waits for requests and deliveries in flight,
+    # where multi-process metrics meet (a directory `serve` empties at start), and the log level.
+    shutdown_timeout: float = Field(default=30, ge=0)
+    metrics_dir: Path | None = None
+    log_level: str = "INFO"
     retention: float = Field(default=24 * 3600, ge=0, description="seconds staged bytes outlive their deliveries")
     purge_interval: float = Field(default=60, gt=0)
     graphql_introspection: bool = True
@@ -43,6 +93,9 @@ class Settings(BaseSettings):
     graphql_max_tokens: int = Field(default=2000, ge=1)
     graphql_max_subscriptions: int = Field(default=100, ge=1)
     graphql_connection_init_timeout: float = Field(default=10, gt=0)
+    delivery_status_wait_seconds: float = Field(default=300, gt=0)
+    # Authenticated REST requests one API key may make per minute (0 turns the limit off).
+    rate_limit_per_minute: int = Field(default=200, ge=0)
 
     @property
     def resolved_database_url(self) -> str:

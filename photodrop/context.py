@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-
-from broadcaster import Broadcast
+from dataclasses import dataclass, field
 
 from photodrop.config import Settings
 from photodrop.db import Database
 from photodrop.events import EventBus
+from photodrop.metrics import Metrics
 from photodrop.models import KeyEnv
+from photodrop.ratelimit import MemoryLimiter, RateLimiter, open_limiter
 from photodrop.storage import Storage, open_storage
 
 
@@ -27,6 +27,8 @@ class Services:
     storage: Storage
     # Tells this process's delivery worker, if it runs one, that new deliveries are due.
     wake_workers: Callable[[], None] = _nobody_to_wake
+    limiter: RateLimiter = field(default_factory=MemoryLimiter)
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 @dataclass(frozen=True)
@@ -41,18 +43,21 @@ class Principal:
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """Everything ``settings`` describes, connected and migrated, closed again on the way out."""
-    database = Database(settings.resolved_database_url)
+    database = Database.from_settings(settings)
     await database.migrate()
     settings.spool_dir.mkdir(parents=True, exist_ok=True)
-    broadcast = Broadcast(settings.broadcast_url)
-    await broadcast.connect()
+    bus = EventBus.from_settings(settings, database)
+    await bus.connect()
+    limiter = open_limiter(settings.broadcast_url)
     try:
         yield Services(
             settings=settings,
             db=database,
-            bus=EventBus(broadcast),
-            storage=open_storage(settings.resolved_storage_url),
+            bus=bus,
+            storage=open_storage(settings),
+            limiter=limiter,
         )
     finally:
-        await broadcast.disconnect()
+        await limiter.close()
+        await bus.disconnect()
         await database.dispose()

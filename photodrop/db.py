@@ -17,7 +17,10 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from photodrop.config import Settings
+
 _WRITE = "photodrop_write"
+_MIGRATION_LOCK = 0x70686F746F  # any constant of our own: "photo" in ASCII
 
 
 class Database:
@@ -27,7 +30,8 @@ class Database:
     queue on the busy timeout instead of failing when a read lock cannot be upgraded.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 20) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 20, pool_timeout: float = 30) -> None:
+        url = _with_async_driver(url)
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         options: dict[str, Any] = {}
@@ -37,7 +41,9 @@ class Database:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             options["connect_args"] = {"timeout": 30}
         else:
-            options.update(pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
+            options.update(
+                pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout, pool_pre_ping=True
+            )
         self.engine = create_async_engine(url, **options)
         if self.is_sqlite:
             _configure_sqlite(self.engine.sync_engine)
@@ -47,6 +53,16 @@ class Database:
         )
         self._writes = async_sessionmaker(
             self.engine.execution_options(**{_WRITE: True}), class_=AsyncSession, expire_on_commit=False
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        """The deployment's database, its pool sized as the settings say."""
+        return cls(
+            settings.resolved_database_url,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+            pool_timeout=settings.database_pool_timeout,
         )
 
     def read(self) -> AsyncSession:
@@ -64,12 +80,24 @@ class Database:
             yield session
 
     async def migrate(self) -> None:
-        """Bring the schema to the newest revision."""
+        """Bring the schema to the newest revision.
+
+        On PostgreSQL an advisory lock makes processes that start together migrate one after
+        another: the later ones then find the schema current instead of racing to create it.
+        """
         async with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
             await conn.run_sync(_upgrade)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _with_async_driver(url: str) -> str:
+    """A plain ``postgres://`` or ``postgresql://`` URL (as the broadcast takes) names asyncpg for SQLAlchemy."""
+    scheme, sep, rest = url.partition("://")
+    return f"postgresql+asyncpg{sep}{rest}" if scheme in ("postgres", "postgresql") else url
 
 
 def alembic_config() -> Config:

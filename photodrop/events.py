@@ -12,26 +12,40 @@ import contextlib
 import functools
 import json
 import logging
-from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from broadcaster import Broadcast
+from broadcaster._backends.base import BroadcastBackend
+from sqlmodel import col, select
 
+from photodrop.broadcast import ReconnectingBackend, open_backend
+from photodrop.config import Settings
+from photodrop.db import Database
 from photodrop.ids import new_ordered_id
 from photodrop.models import Event, UploadSession, utcnow
 
 log = logging.getLogger(__name__)
 
 
+_SESSION_CHANNEL = "photodrop.session."
+_PROJECT_CHANNEL = "photodrop.project."
+# Events recorded this long before a lost connection was noticed are fetched again on reconnect:
+# an event is stamped before its transaction commits and is published after.
+CATCH_UP_MARGIN = timedelta(seconds=30)
+CATCH_UP_LIMIT = 5000
+_CATCH_UP_BATCH = 500
+
+
 def session_channel(session_id: str) -> str:
-    return f"photodrop.session.{session_id}"
+    return f"{_SESSION_CHANNEL}{session_id}"
 
 
 def project_channel(project_id: str) -> str:
-    return f"photodrop.project.{project_id}"
+    return f"{_PROJECT_CHANNEL}{project_id}"
 
 
 @dataclass(frozen=True)
@@ -154,8 +168,18 @@ class EveryEvent:
     def __init__(self, limit: int = 1000) -> None:
         self._queue: asyncio.Queue[Envelope] = asyncio.Queue(maxsize=limit)
         self._overflow = False
+        # Ids lately offered: after a reconnect the bus offers recorded events again, some of which
+        # already arrived live; each must reach the subscriber once.
+        self._seen: deque[str] = deque(maxlen=limit)
+        self._seen_ids: set[str] = set()
 
     def offer(self, envelope: Envelope) -> None:
+        if envelope.id in self._seen_ids:
+            return
+        if len(self._seen) == self._seen.maxlen:
+            self._seen_ids.discard(self._seen[0])
+        self._seen.append(envelope.id)
+        self._seen_ids.add(envelope.id)
         try:
             self._queue.put_nowait(envelope)
         except asyncio.QueueFull:
@@ -168,15 +192,42 @@ class EveryEvent:
 
 
 class EventBus:
-    """Publishes committed events to the session's and the project's channels, and fans them out."""
+    """Publishes committed events to the session's and the project's channels, and fans them out.
 
-    def __init__(self, broadcast: Broadcast) -> None:
-        self._broadcast = broadcast
-        self._mailboxes: dict[str, set[Mailbox]] = {}
+    When a networked broadcast loses its server and gets it back, every live channel is handed the
+    events recorded meanwhile, read from the database: subscribers never miss a final state.
+    ``channel_prefix`` keeps deployments (or test runs) that share one broadcast server apart.
+    """
+
+    def __init__(self, backend: BroadcastBackend, *, db: Database | None = None, channel_prefix: str = "") -> None:
+        self._backend = backend
+        self._broadcast = Broadcast(backend=backend)
+        self._db = db
+        self._prefix = channel_prefix
+        # Each channel's mailboxes, with when each subscribed.
+        self._mailboxes: dict[str, dict[Mailbox, datetime]] = {}
         self._readers: dict[str, asyncio.Task[None]] = {}
         self._ready: dict[str, asyncio.Event] = {}
         self._idle = asyncio.Event()
         self._idle.set()
+        if isinstance(backend, ReconnectingBackend):
+            backend.on_reconnect(self._catch_up)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, db: Database) -> EventBus:
+        return cls(open_backend(settings.broadcast_url), db=db, channel_prefix=settings.broadcast_channel_prefix)
+
+    async def connect(self) -> None:
+        await self._broadcast.connect()
+
+    async def disconnect(self) -> None:
+        await self._broadcast.disconnect()
+
+    async def healthy(self) -> bool:
+        """Whether events can travel now (always, in memory): what readiness checks ask."""
+        if isinstance(self._backend, ReconnectingBackend):
+            return await self._backend.healthy()
+        return True
 
     @property
     def live_subscriptions(self) -> int:
@@ -188,17 +239,23 @@ class EventBus:
         await self._idle.wait()
 
     async def publish(self, envelopes: list[Envelope]) -> None:
+        """Announce committed events. A broadcast that is down loses nothing: the events are
+        recorded, and subscribers catch up from the record once it is back."""
         for envelope in envelopes:
             message = envelope.to_json()
-            if envelope.session_id:
-                await self._broadcast.publish(session_channel(envelope.session_id), message)
-            await self._broadcast.publish(project_channel(envelope.project_id), message)
+            channels = [session_channel(envelope.session_id)] if envelope.session_id else []
+            channels.append(project_channel(envelope.project_id))
+            for channel in channels:
+                try:
+                    await self._broadcast.publish(self._prefix + channel, message)
+                except Exception as exc:
+                    log.warning("could not publish %s on %s: %s", envelope.type, channel, exc)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, channel: str, mailbox: Mailbox) -> AsyncIterator[None]:
         """Deliver ``channel``'s envelopes into ``mailbox`` from entry (once subscribed) until exit."""
-        boxes = self._mailboxes.setdefault(channel, set())
-        boxes.add(mailbox)
+        boxes = self._mailboxes.setdefault(channel, {})
+        boxes[mailbox] = utcnow()
         self._idle.clear()
         if channel not in self._readers:
             self._ready[channel] = asyncio.Event()
@@ -207,7 +264,7 @@ class EventBus:
             await self._until_ready(channel)
             yield
         finally:
-            boxes.discard(mailbox)
+            boxes.pop(mailbox, None)
             if not boxes:
                 del self._mailboxes[channel]
                 del self._ready[channel]
@@ -231,7 +288,7 @@ class EventBus:
             raise RuntimeError(f"the broadcast reader for {channel} stopped before subscribing")
 
     async def _read(self, channel: str) -> None:
-        async with self._broadcast.subscribe(channel) as subscriber:
+        async with self._broadcast.subscribe(self._prefix + channel) as subscriber:
             self._ready[channel].set()
             while True:
                 event = await subscriber.get()
@@ -242,3 +299,43 @@ class EventBus:
                     continue
                 for mailbox in list(self._mailboxes.get(channel, ())):
                     mailbox.offer(envelope)
+
+    async def _catch_up(self, lost_at: datetime) -> None:
+        """Offer every live channel the events recorded since shortly before the connection was lost."""
+        if self._db is None:
+            return
+        channels = list(self._mailboxes)
+        try:
+            recorded = await self._recorded(channels, since=lost_at - CATCH_UP_MARGIN)
+        except Exception:
+            log.exception("could not catch up on the events missed while the broadcast was away")
+            return
+        for envelope in recorded:
+            targets = [project_channel(envelope.project_id)]
+            if envelope.session_id:
+                targets.append(session_channel(envelope.session_id))
+            for channel in targets:
+                for mailbox, subscribed_at in list(self._mailboxes.get(channel, {}).items()):
+                    # A feed promises the events that came after it subscribed; a state mailbox
+                    # keeps only newer versions, so an older event is harmless there.
+                    if isinstance(mailbox, EveryEvent) and envelope.created_at < subscribed_at:
+                        continue
+                    mailbox.offer(envelope)
+        log.info("caught %d channels up with %d recorded events", len(channels), len(recorded))
+
+    async def _recorded(self, channels: Iterable[str], *, since: datetime) -> list[Envelope]:
+        assert self._db is not None
+        sessions = [c.removeprefix(_SESSION_CHANNEL) for c in channels if c.startswith(_SESSION_CHANNEL)]
+        projects = [c.removeprefix(_PROJECT_CHANNEL) for c in channels if c.startswith(_PROJECT_CHANNEL)]
+        rows: dict[str, Event] = {}
+        async with self._db.read() as s:
+            for column, ids in ((col(Event.session_id), sessions), (col(Event.project_id), projects)):
+                for start in range(0, len(ids), _CATCH_UP_BATCH):
+                    query = (
+                        select(Event)
+                        .where(col(Event.created_at) >= since, column.in_(ids[start : start + _CATCH_UP_BATCH]))
+                        .order_by(col(Event.id))
+                        .limit(CATCH_UP_LIMIT)
+                    )
+                    rows.update((row.id, row) for row in (await s.exec(query)).all())
+        return [Envelope.from_row(rows[key]) for key in sorted(rows)]

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, String, Text, TypeDecorator
 from sqlalchemy.engine import Dialect
@@ -357,51 +366,96 @@ MAX_TAG_KEY = 64
 MAX_TAG_VALUE = 256
 
 
+MAX_LIFETIME_SECONDS = 7 * 24 * 3600
+DEFAULT_LIFETIME_SECONDS = 3600
+MIN_IMAGE_DIMENSION = 16
+MAX_IMAGE_DIMENSION = 20_000
+MAX_IMAGE_SIZE_MB = 1024
+
+
+def checked_expiry(value: datetime) -> datetime:
+    """An absolute expiry as UTC (a time without offset is taken as UTC), in the future and within 7 days."""
+    when = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    now = utcnow()
+    if when <= now:
+        raise ValueError("expires_at must be in the future")
+    if when > now + timedelta(seconds=MAX_LIFETIME_SECONDS):
+        raise ValueError("expires_at must be at most 7 days away")
+    return when
+
+
+def within_images_limit(value: int | None, info: ValidationInfo) -> int | None:
+    limit = (info.context or {}).get("max_images_limit")
+    if value is not None and limit is not None and value > limit:
+        raise ValueError(f"max_images must be at most {limit}")
+    return value
+
+
+def supported_mime_types(value: list[str]) -> list[str]:
+    """The types named, normalised and without repeats; anything photodrop does not take is refused."""
+    chosen: list[str] = []
+    for raw in value:
+        mime = MIME_ALIASES.get(raw.strip().lower(), raw.strip().lower())
+        if mime == "image/svg+xml":
+            raise ValueError(
+                "image/svg+xml is not accepted: an SVG is a document that can carry scripts "
+                "and links, not a photo, so photodrop only takes raster images"
+            )
+        if mime not in SUPPORTED_MIME_TYPES:
+            raise ValueError(f"{raw!r} is not a supported image type; use any of {', '.join(SUPPORTED_MIME_TYPES)}")
+        if mime not in chosen:
+            chosen.append(mime)
+    return chosen
+
+
 class SessionCreate(BaseModel):
     """What a caller may ask for when creating a session; every front door validates with this.
 
     The largest ``max_images`` a deployment allows comes in the validation context
-    (``{"max_images_limit": n}``), since it is a setting rather than a constant.
+    (``{"max_images_limit": n}``), since it is a setting rather than a constant. A field left
+    out is None here, so the resolver can tell "not given" (the API key's default applies)
+    from a value the caller chose.
     """
 
     model_config = ConfigDict(extra="ignore")
 
     delivery_mode: DeliveryMode | None = None
     destination_ids: list[StrictStr] | None = Field(default=None, min_length=1, max_length=10)
+    # Pull delivery (the poll queue), alongside any destinations: the SDKs' name for delivery_mode=poll.
+    long_polling: StrictBool | None = None
     webhook_url: str | None = Field(default=None, max_length=2048)
     webhook_format: WebhookFormat = WebhookFormat.JSON_BASE64
-    expires_in: StrictInt = Field(default=3600, ge=1, le=604800)
-    max_images: StrictInt = Field(default=10, ge=1)
+    # Three ways to say when the session ends; a caller picks at most one.
+    expires_in: StrictInt | None = Field(default=None, ge=1, le=MAX_LIFETIME_SECONDS)
+    expires_in_hours: StrictInt | None = Field(default=None, ge=1, le=MAX_LIFETIME_SECONDS // 3600)
+    expires_at: datetime | None = None
+    max_images: StrictInt | None = Field(default=None, ge=1)
     allowed_mime_types: list[StrictStr] | None = Field(default=None, min_length=1, max_length=20)
+    max_image_dimension: StrictInt | None = Field(default=None, ge=MIN_IMAGE_DIMENSION, le=MAX_IMAGE_DIMENSION)
     password: StrictStr | None = Field(default=None, min_length=4, max_length=128)
     tags: dict[StrictStr, StrictStr] | list[StrictStr] | None = None
 
+    def lifetime(self, now: datetime) -> tuple[int, datetime]:
+        """``(seconds, expires_at)`` from whichever expiry field was given (one hour by default)."""
+        if self.expires_at is not None:
+            return max(1, int((self.expires_at - now).total_seconds())), self.expires_at
+        seconds = self.expires_in or (self.expires_in_hours or 0) * 3600 or DEFAULT_LIFETIME_SECONDS
+        return seconds, now + timedelta(seconds=seconds)
+
+    @field_validator("expires_at", mode="after")
+    @classmethod
+    def _future_expiry(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else checked_expiry(value)
+
     @field_validator("max_images", mode="after")
     @classmethod
-    def _within_limit(cls, value: int, info: ValidationInfo) -> int:
-        limit = (info.context or {}).get("max_images_limit")
-        if limit is not None and value > limit:
-            raise ValueError(f"max_images must be at most {limit}")
-        return value
+    def _within_limit(cls, value: int | None, info: ValidationInfo) -> int | None:
+        return within_images_limit(value, info)
 
     @field_validator("allowed_mime_types", mode="after")
     @classmethod
     def _supported_types(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return None
-        chosen: list[str] = []
-        for raw in value:
-            mime = MIME_ALIASES.get(raw.strip().lower(), raw.strip().lower())
-            if mime == "image/svg+xml":
-                raise ValueError(
-                    "image/svg+xml is not accepted: an SVG is a document that can carry scripts "
-                    "and links, not a photo, so photodrop only takes raster images"
-                )
-            if mime not in SUPPORTED_MIME_TYPES:
-                raise ValueError(f"{raw!r} is not a supported image type; use any of {', '.join(SUPPORTED_MIME_TYPES)}")
-            if mime not in chosen:
-                chosen.append(mime)
-        return chosen
+        return None if value is None else supported_mime_types(value)
 
     @field_validator("tags", mode="after")
     @classmethod
@@ -422,9 +476,28 @@ class SessionCreate(BaseModel):
 
     @model_validator(mode="after")
     def _destination_given(self) -> SessionCreate:
-        if self.delivery_mode is None and not self.destination_ids:
+        given = [name for name in ("expires_in", "expires_in_hours", "expires_at") if getattr(self, name) is not None]
+        if len(given) > 1:
             raise PydanticCustomError(
-                "missing", "delivery_mode (or destination_ids) is required", {"param": "delivery_mode"}
+                "conflict", "give only one of {fields}", {"param": given[1], "fields": " or ".join(given)}
+            )
+        if self.long_polling is not None and self.delivery_mode not in (None, DeliveryMode.POLL):
+            raise PydanticCustomError(
+                "conflict",
+                "long_polling cannot be combined with delivery_mode {mode}: name destinations in destination_ids",
+                {"param": "long_polling", "mode": self.delivery_mode.value},
+            )
+        if self.long_polling is False and self.delivery_mode is DeliveryMode.POLL:
+            raise PydanticCustomError(
+                "conflict",
+                "delivery_mode poll is long polling; long_polling cannot be false",
+                {"param": "long_polling"},
+            )
+        if self.delivery_mode is None and not self.destination_ids and not self.long_polling:
+            raise PydanticCustomError(
+                "missing",
+                "delivery_mode (or destination_ids, or long_polling) is required",
+                {"param": "delivery_mode"},
             )
         if self.delivery_mode is DeliveryMode.WEBHOOK and not self.webhook_url:
             raise PydanticCustomError(
@@ -437,3 +510,32 @@ class SessionCreate(BaseModel):
                     "url", "webhook_url must be an http or https URL with a host", {"param": "webhook_url"}
                 )
         return self
+
+
+class SessionUpdate(BaseModel):
+    """What may change on an open session; a field left out stays as it is, ``password: null`` removes it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    expires_at: datetime | None = None
+    max_images: StrictInt | None = Field(default=None, ge=1)
+    allowed_mime_types: list[StrictStr] | None = Field(default=None, min_length=1, max_length=20)
+    max_image_dimension: StrictInt | None = Field(default=None, ge=MIN_IMAGE_DIMENSION, le=MAX_IMAGE_DIMENSION)
+    # Accepted for compatibility; photodrop's file-size limit is deployment-wide (PHOTODROP_MAX_IMAGE_BYTES).
+    max_image_size_mb: StrictInt | None = Field(default=None, ge=1, le=MAX_IMAGE_SIZE_MB)
+    password: StrictStr | None = Field(default=None, min_length=4, max_length=128)
+
+    @field_validator("expires_at", mode="after")
+    @classmethod
+    def _future_expiry(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else checked_expiry(value)
+
+    @field_validator("max_images", mode="after")
+    @classmethod
+    def _within_limit(cls, value: int | None, info: ValidationInfo) -> int | None:
+        return within_images_limit(value, info)
+
+    @field_validator("allowed_mime_types", mode="after")
+    @classmethod
+    def _supported_types(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else supported_mime_types(value)

@@ -1,42 +1,67 @@
-"""QR codes for session links: segno draws them, Pillow centres a logo when asked."""
+"""QR codes for session links: segno encodes them; Pillow (or plain SVG) draws the modules and any logo."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from typing import Literal
 
 import segno
 from PIL import Image, ImageDraw
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from photodrop.errors import UnsupportedType
+from photodrop.errors import UnsupportedType, validated
 
-MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
+MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml", "jpeg": "image/jpeg"}
 # The logo's side as a share of the symbol's side: 0.25 covers 6% of the area, far inside
 # both the 20% cap and what level H error correction (30%) can rebuild.
 LOGO_SIDE = 0.25
+# A rounded module's corner radius as a share of its side: round enough to show, square enough to scan.
+ROUNDING = 0.4
+TITLE = "Scan to upload photos"
 
 
 class QrOptions(BaseModel):
-    """How to draw a code. Colours are hex with or without ``#``."""
+    """How to draw a code. Colours are hex with or without ``#``.
+
+    ``borderSize`` draws a frame of ``borderColor`` that many pixels wide inside the image,
+    around the quiet zone (``border``, in modules); both names are also read snake_case.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
-    format: Literal["png", "svg"] = "png"
+    format: Literal["png", "svg", "jpeg"] = "png"
     size: int = Field(default=300, ge=200, le=4000)
+    style: Literal["square", "rounded"] = "square"
     dpi: int | None = Field(default=None, ge=72, le=2400)
     border: int = Field(default=4, ge=0, le=32)
     ecc: Literal["L", "M", "Q", "H"] = "M"
     logo: bool = False
     fg: str = "#000000"
     bg: str = "#ffffff"
+    border_size: int = Field(
+        default=0,
+        ge=0,
+        le=200,
+        validation_alias=AliasChoices("borderSize", "border_size"),
+        serialization_alias="borderSize",
+    )
+    border_color: str = Field(
+        default="#000000",
+        validation_alias=AliasChoices("borderColor", "border_color"),
+        serialization_alias="borderColor",
+    )
 
-    @field_validator("ecc", mode="before")
+    @field_validator("ecc", "format", "style", mode="before")
     @classmethod
-    def _upper(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
+    def _case(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        lowered = value.lower()
+        return value.upper() if info.field_name == "ecc" else ("jpeg" if lowered == "jpg" else lowered)
 
-    @field_validator("fg", "bg", mode="after")
+    @field_validator("fg", "bg", "border_color", mode="after")
     @classmethod
     def _hex_colour(cls, value: str) -> str:
         digits = value.removeprefix("#")
@@ -44,47 +69,142 @@ class QrOptions(BaseModel):
             raise ValueError("colours are 3 or 6 hex digits, with or without #")
         return f"#{digits.lower()}"
 
+    @model_validator(mode="after")
+    def _frame_fits(self) -> QrOptions:
+        if self.border_size * 4 > self.size:
+            raise PydanticCustomError(
+                "too_wide", "borderSize can be at most a quarter of size", {"param": "borderSize"}
+            )
+        return self
+
+
+def qr_options(query: Mapping[str, str]) -> QrOptions:
+    """Options from query parameters (the last of a repeated one wins); a wrong one is a 400 naming it."""
+    return validated(QrOptions, dict(query))
+
 
 def render_qr(data: str, options: QrOptions, *, logo: bytes | None = None) -> tuple[bytes, str]:
     """The code for ``data`` as (bytes, media type), at least ``options.size`` pixels wide."""
     error = "H" if options.logo else options.ecc
     code = segno.make(data, error=error.lower(), micro=False, boost_error=not options.logo)
-    modules = int(code.symbol_size(border=options.border)[0])
-    scale = max(1, options.size // modules)
+    matrix = [[bool(dark) for dark in row] for row in code.matrix_iter(scale=1, border=options.border)]
     if options.format == "svg":
-        # Vector output takes a fractional scale, so the drawing is exactly the size asked for.
-        svg_scale = options.size / modules
-        out = io.BytesIO()
-        code.save(
-            out,
-            kind="svg",
-            scale=svg_scale,
-            border=options.border,
-            dark=options.fg,
-            light=options.bg,
-            xmldecl=False,
-            title="Scan to upload photos",
-        )
-        svg = out.getvalue()
-        if options.logo:
-            svg = _svg_with_mark(svg, options.size, (modules - 2 * options.border) * svg_scale, options)
-        return svg, MEDIA_TYPES["svg"]
-    out = io.BytesIO()
-    code.save(out, kind="png", scale=scale, border=options.border, dark=options.fg, light=options.bg)
-    picture = Image.open(io.BytesIO(out.getvalue())).convert("RGB")
-    if picture.width < options.size:
-        # Pad with background, which only widens the quiet zone, to give the exact size asked for.
-        canvas = Image.new("RGB", (options.size, options.size), options.bg)
-        offset = (options.size - picture.width) // 2
-        canvas.paste(picture, (offset, offset))
-        picture = canvas
+        return _svg(matrix, options), MEDIA_TYPES["svg"]
+    picture, symbol = _raster(matrix, options)
     if options.logo:
-        symbol = (modules - 2 * options.border) * scale
         _paste_logo(picture, symbol, options, logo)
-    png = io.BytesIO()
+    out = io.BytesIO()
     dpi = options.dpi or 72
-    picture.save(png, format="PNG", dpi=(dpi, dpi), optimize=True)
-    return png.getvalue(), MEDIA_TYPES["png"]
+    if options.format == "jpeg":
+        picture.save(out, format="JPEG", quality=95, dpi=(dpi, dpi))
+    else:
+        picture.save(out, format="PNG", dpi=(dpi, dpi), optimize=True)
+    return out.getvalue(), MEDIA_TYPES[options.format]
+
+
+def _raster(matrix: list[list[bool]], options: QrOptions) -> tuple[Image.Image, int]:
+    """The code in whole-pixel modules, centred on a canvas of exactly the size asked for when it fits."""
+    modules = len(matrix)
+    frame = options.border_size
+    scale = max(1, (options.size - 2 * frame) // modules)
+    drawn = modules * scale
+    side = max(options.size, drawn + 2 * frame)
+    picture = Image.new("RGB", (side, side), options.border_color if frame else options.bg)
+    draw = ImageDraw.Draw(picture)
+    if frame:
+        draw.rectangle((frame, frame, side - frame - 1, side - frame - 1), fill=options.bg)
+    offset = (side - drawn) // 2
+    radius = int(scale * ROUNDING) if options.style == "rounded" else 0
+    for y, row in enumerate(matrix):
+        for x, dark in enumerate(row):
+            if not dark:
+                continue
+            box = (offset + x * scale, offset + y * scale, offset + (x + 1) * scale - 1, offset + (y + 1) * scale - 1)
+            draw.rectangle(box, fill=options.fg)
+            if radius:
+                _round_corners(draw, box, radius, _outer_corners(matrix, x, y), options)
+    return picture, (modules - 2 * options.border) * scale
+
+
+def _round_corners(
+    draw: ImageDraw.ImageDraw,
+    box: tuple[int, int, int, int],
+    radius: int,
+    corners: tuple[bool, bool, bool, bool],
+    options: QrOptions,
+) -> None:
+    """Cut the chosen corners of a drawn module back to quarter circles (hard edges: only fg and bg pixels)."""
+    left, top, right, bottom = box
+    diameter = 2 * radius
+    spots = (
+        (left, top, 180),
+        (right - diameter + 1, top, 270),
+        (right - diameter + 1, bottom - diameter + 1, 0),
+        (left, bottom - diameter + 1, 90),
+    )
+    for (x, y, start), rounded in zip(spots, corners, strict=True):
+        if not rounded:
+            continue
+        cx = left if x == left else right - radius + 1
+        cy = top if y == top else bottom - radius + 1
+        draw.rectangle((cx, cy, cx + radius - 1, cy + radius - 1), fill=options.bg)
+        draw.pieslice((x, y, x + diameter - 1, y + diameter - 1), start, start + 90, fill=options.fg)
+
+
+def _outer_corners(matrix: list[list[bool]], x: int, y: int) -> tuple[bool, bool, bool, bool]:
+    """Which corners of a dark module to round (top-left, top-right, bottom-right, bottom-left): those
+    with light modules on both sides, so runs of modules stay joined and the code keeps scanning."""
+
+    def light(dx: int, dy: int) -> bool:
+        row, column = y + dy, x + dx
+        return not (0 <= row < len(matrix) and 0 <= column < len(matrix) and matrix[row][column])
+
+    up, right, down, left = light(0, -1), light(1, 0), light(0, 1), light(-1, 0)
+    return (up and left, up and right, down and right, down and left)
+
+
+def _module_path(x0: float, y0: float, side: float, radius: float, corners: tuple[bool, bool, bool, bool]) -> str:
+    """One module as an SVG path, its chosen corners rounded."""
+    tl, tr, br, bl = (radius if corner else 0.0 for corner in corners)
+    path = f"M{x0 + tl:.2f} {y0:.2f}H{x0 + side - tr:.2f}"
+    path += f"a{tr:.2f} {tr:.2f} 0 0 1 {tr:.2f} {tr:.2f}" if tr else ""
+    path += f"V{y0 + side - br:.2f}"
+    path += f"a{br:.2f} {br:.2f} 0 0 1 -{br:.2f} {br:.2f}" if br else ""
+    path += f"H{x0 + bl:.2f}"
+    path += f"a{bl:.2f} {bl:.2f} 0 0 1 -{bl:.2f} -{bl:.2f}" if bl else ""
+    path += f"V{y0 + tl:.2f}"
+    path += f"a{tl:.2f} {tl:.2f} 0 0 1 {tl:.2f} -{tl:.2f}" if tl else ""
+    return path + "z"
+
+
+def _svg(matrix: list[list[bool]], options: QrOptions) -> bytes:
+    """The code as vector shapes, exactly ``options.size`` wide, modules at a fractional scale."""
+    frame = options.border_size
+    side = options.size
+    module = (side - 2 * frame) / len(matrix)
+    radius = module * ROUNDING if options.style == "rounded" else 0
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{side}" height="{side}" viewBox="0 0 {side} {side}">',
+        f"<title>{TITLE}</title>",
+        f'<rect width="{side}" height="{side}" fill="{options.border_color if frame else options.bg}"/>',
+    ]
+    if frame:
+        inner = side - 2 * frame
+        parts.append(f'<rect x="{frame}" y="{frame}" width="{inner}" height="{inner}" fill="{options.bg}"/>')
+    path = "".join(
+        _module_path(frame + x * module, frame + y * module, module, radius, _outer_corners(matrix, x, y))
+        for y, row in enumerate(matrix)
+        for x, dark in enumerate(row)
+        if dark
+    )
+    rendering = "" if radius else ' shape-rendering="crispEdges"'
+    parts.append(f'<path fill="{options.fg}"{rendering} d="{path}"/>')
+    parts.append("</svg>")
+    svg = "".join(parts).encode()
+    if options.logo:
+        symbol = (len(matrix) - 2 * options.border) * module
+        svg = _svg_with_mark(svg, side, symbol, options)
+    return svg
 
 
 def _paste_logo(picture: Image.Image, symbol: int, options: QrOptions, logo: bytes | None) -> None:

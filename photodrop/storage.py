@@ -1,14 +1,22 @@
-"""Where accepted image bytes wait for delivery, picked by URL scheme like broadcaster's backends."""
+"""Where accepted image bytes wait for delivery, picked by URL scheme like broadcaster's backends.
+
+``file:///dir`` (or a plain path) keeps them on local disk, right for one host; ``s3://bucket/prefix``
+keeps them in an S3-compatible bucket, so any server can accept an upload and any worker deliver it.
+"""
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import anyio
+import anyio.to_thread
+
+from photodrop.config import Settings
 
 CHUNK = 256 * 1024
 
@@ -18,10 +26,16 @@ class Storage(Protocol):
         """Take ownership of the local file at ``path`` and keep it under ``key``."""
 
     def read(self, key: str) -> AsyncIterator[bytes]:
-        """The bytes stored under ``key``, in chunks."""
+        """The bytes stored under ``key``, in chunks; FileNotFoundError when nothing is."""
 
     async def delete(self, key: str) -> None:
         """Forget ``key``; a missing key is not an error."""
+
+    async def exists(self, key: str) -> bool:
+        """Whether something is stored under ``key``."""
+
+    def keys(self) -> AsyncIterator[str]:
+        """Every key stored, in no particular order: for audits of what staging holds."""
 
 
 class LocalStorage:
@@ -48,15 +62,134 @@ class LocalStorage:
     async def delete(self, key: str) -> None:
         await anyio.Path(self._path(key)).unlink(missing_ok=True)
 
+    async def exists(self, key: str) -> bool:
+        return await anyio.Path(self._path(key)).is_file()
+
+    async def keys(self) -> AsyncIterator[str]:
+        root = anyio.Path(self.root)
+        if not await root.exists():
+            return
+        async for path in root.rglob("*"):
+            if await path.is_file():
+                yield path.relative_to(root).as_posix()
+
 
 def _move(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(source, target)
 
 
-def open_storage(url: str) -> Storage:
-    """The storage backend for ``url``: ``file:///dir`` (or a plain path) for local disk."""
+class S3Storage:
+    """Staged images as objects under ``prefix`` in an S3-compatible bucket.
+
+    boto3 is synchronous, so each call runs in a worker thread; the client is built on first use
+    (boto3 is imported only by deployments that stage in S3) and shared, as boto3 clients are
+    safe to share between threads.
+    """
+
+    def __init__(self, bucket: str, prefix: str, settings: Settings) -> None:
+        self.bucket = bucket
+        self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        self._settings = settings
+        self._client_lock = threading.Lock()
+        self._client_made: Any = None
+
+    def _client(self) -> Any:
+        with self._client_lock:
+            if self._client_made is None:
+                import boto3  # type: ignore[import-untyped]
+                from botocore.config import Config  # type: ignore[import-untyped]
+
+                settings = self._settings
+                self._client_made = boto3.session.Session().client(
+                    "s3",
+                    endpoint_url=settings.storage_s3_endpoint_url,
+                    region_name=settings.storage_s3_region,
+                    aws_access_key_id=settings.storage_s3_access_key_id,
+                    aws_secret_access_key=settings.storage_s3_secret_access_key,
+                    aws_session_token=settings.storage_s3_session_token,
+                    # config.py already read AWS_ENDPOINT_URL*: boto3 must not read it a second time.
+                    config=Config(ignore_configured_endpoint_urls=True, retries={"mode": "standard"}),
+                )
+            return self._client_made
+
+    def _key(self, key: str) -> str:
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"not a storage key: {key!r}")
+        return self.prefix + key
+
+    async def put_file(self, key: str, path: Path) -> None:
+        name = self._key(key)
+
+        def upload() -> None:
+            # upload_file streams from disk and switches to multipart uploads for large files.
+            self._client().upload_file(str(path), self.bucket, name)
+            path.unlink(missing_ok=True)
+
+        await anyio.to_thread.run_sync(upload)
+
+    async def read(self, key: str) -> AsyncIterator[bytes]:
+        name = self._key(key)
+
+        def open_body() -> Any:
+            try:
+                return self._client().get_object(Bucket=self.bucket, Key=name)["Body"]
+            except Exception as exc:
+                if _is_missing(exc):
+                    raise FileNotFoundError(f"nothing staged under {key!r}") from exc
+                raise
+
+        body = await anyio.to_thread.run_sync(open_body)
+        try:
+            while chunk := await anyio.to_thread.run_sync(body.read, CHUNK):
+                yield chunk
+        finally:
+            body.close()
+
+    async def delete(self, key: str) -> None:
+        name = self._key(key)
+        await anyio.to_thread.run_sync(lambda: self._client().delete_object(Bucket=self.bucket, Key=name))
+
+    async def exists(self, key: str) -> bool:
+        name = self._key(key)
+
+        def head() -> bool:
+            try:
+                self._client().head_object(Bucket=self.bucket, Key=name)
+            except Exception as exc:
+                if _is_missing(exc):
+                    return False
+                raise
+            return True
+
+        return await anyio.to_thread.run_sync(head)
+
+    async def keys(self) -> AsyncIterator[str]:
+        def listing() -> list[str]:
+            pages = self._client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)
+            return [item["Key"][len(self.prefix) :] for page in pages for item in page.get("Contents", ())]
+
+        for key in await anyio.to_thread.run_sync(listing):
+            yield key
+
+
+def _is_missing(exc: Exception) -> bool:
+    """Whether a botocore error says the object is not there (GET answers NoSuchKey, HEAD a bare 404)."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return False
+    code = str(response.get("Error", {}).get("Code", ""))
+    return code in ("NoSuchKey", "404", "NotFound")
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The staging backend ``settings.storage_url`` names: local disk unless it says ``s3://bucket/prefix``."""
+    url = settings.resolved_storage_url
     parts = urlsplit(url)
     if parts.scheme in ("", "file"):
         return LocalStorage(Path(parts.path if parts.scheme else url))
+    if parts.scheme == "s3":
+        if not parts.netloc:
+            raise ValueError("an s3:// storage URL names its bucket: s3://bucket/optional/prefix")
+        return S3Storage(parts.netloc, parts.path, settings)
     raise ValueError(f"unsupported storage URL scheme: {parts.scheme!r}")

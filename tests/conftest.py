@@ -1,9 +1,21 @@
-"""Shared fixtures: an app on a fresh data directory, clients for it, keys, and sample images."""
+"""Shared fixtures: an app on a fresh data directory, clients for it, keys, and sample images.
+
+The suite runs on either of photodrop's two set-ups, chosen by PHOTODROP_TEST_ENGINE:
+
+- ``sqlite`` (the default): SQLite, the ``memory://`` broadcast and staging on local disk;
+- ``postgres``: PostgreSQL (a fresh database per test, PHOTODROP_TEST_POSTGRES_URL names the
+  server), the Redis broadcast (PHOTODROP_TEST_REDIS_URL, a channel prefix per test) and S3
+  staging on a moto server this process starts.
+
+``make test`` runs both; either runs alone, e.g. ``PHOTODROP_TEST_ENGINE=postgres ./scripts/uv run pytest``.
+"""
 
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Callable
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +31,16 @@ from photodrop.config import Settings
 from photodrop.context import Services
 from photodrop.models import KeyEnv, UploadSession
 from photodrop.resolvers.projects import create_key
+from tests.engines import MotoS3, PostgresDatabases
+
+ENGINE = os.environ.get("PHOTODROP_TEST_ENGINE", "sqlite")
+if ENGINE not in ("sqlite", "postgres"):
+    raise RuntimeError(f"PHOTODROP_TEST_ENGINE must be sqlite or postgres, not {ENGINE!r}")
+ON_POSTGRES = ENGINE == "postgres"
+POSTGRES_URL = os.environ.get("PHOTODROP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("PHOTODROP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Names this run's databases: CI sets one per run, so two runs on one server never meet.
+DATABASE_PREFIX = os.environ.get("PHOTODROP_TEST_DATABASE_PREFIX") or f"photodrop_test_{secrets.token_hex(4)}"
 
 SEED_SESSION: dict[str, Any] = {
     "delivery_mode": "webhook",
@@ -36,13 +58,107 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+class _ScaleOut:
+    """The second leg's shared parts, started on first use and stopped when the session ends."""
+
+    postgres: PostgresDatabases | None = None
+    moto: MotoS3 | None = None
+    # Databases handed out while the current test runs; None outside a test (module fixtures).
+    taken: list[str] | None = None
+
+
+def moto() -> MotoS3:
+    """The session's moto S3 server, shared by S3 staging and the S3 destination tests."""
+    if _ScaleOut.moto is None:
+        _ScaleOut.moto = MotoS3()
+    return _ScaleOut.moto
+
+
+def _postgres() -> PostgresDatabases:
+    if _ScaleOut.postgres is None:
+        _ScaleOut.postgres = PostgresDatabases(POSTGRES_URL, DATABASE_PREFIX)
+    return _ScaleOut.postgres
+
+
+def blank_database_url(tmp_path: Path) -> str:
+    """A database on this leg's engine that has no schema yet, for tests of migrations."""
+    if ON_POSTGRES:
+        return _postgres().empty()
+    return f"sqlite+aiosqlite:///{tmp_path / 'blank.db'}"
+
+
+def postgres_database() -> str:
+    """The URL of an empty, migrated PostgreSQL database for this test alone."""
+    url = _postgres().take()
+    if _ScaleOut.taken is not None:
+        _ScaleOut.taken.append(url)
+    return url
+
+
+def _engine_settings(overrides: dict[str, Any]) -> dict[str, Any]:
+    if not ON_POSTGRES:
+        return {}
+    values: dict[str, Any] = {"broadcast_url": REDIS_URL, "broadcast_channel_prefix": f"t{secrets.token_hex(4)}:"}
+    if "database_url" not in overrides:
+        values["database_url"] = postgres_database()
+    if "storage_url" not in overrides:
+        values.update(moto().staging_settings())
+    return values
+
+
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    """Settings for one test's app: its own data directory, and no .env file or environment leaking in.
+    """Settings for one test's app: its own data directory (and, on the second leg, its own
+    database, channel prefix and staging prefix), and no .env file leaking in.
 
     No delivery worker runs unless a test asks for one, so only the tests about delivery see one.
     """
-    values: dict[str, Any] = {"data_dir": tmp_path / "data", "sweep_interval": 0.1, "run_worker": False, **overrides}
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "sweep_interval": 0.1,
+        "run_worker": False,
+        **_engine_settings(overrides),
+        **overrides,
+    }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+_SHARED_BY_PROCESSES = (
+    "database_url",
+    "broadcast_url",
+    "broadcast_channel_prefix",
+    "storage_url",
+    "storage_s3_endpoint_url",
+    "storage_s3_region",
+    "storage_s3_access_key_id",
+    "storage_s3_secret_access_key",
+)
+
+
+def engine_env(settings: Settings) -> dict[str, str]:
+    """PHOTODROP_* variables that put a photodrop process (a worker, a server) on the same database,
+    broadcast and staging as ``settings``: on the first leg, only what the data directory implies."""
+    values = {name: getattr(settings, name) for name in _SHARED_BY_PROCESSES}
+    return {f"PHOTODROP_{name.upper()}": str(value) for name, value in values.items() if value not in (None, "")}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _scale_out_parts() -> Iterator[None]:
+    yield
+    if _ScaleOut.postgres is not None:
+        _ScaleOut.postgres.close()
+    if _ScaleOut.moto is not None:
+        _ScaleOut.moto.stop()
+
+
+@pytest.fixture(autouse=True)
+def _own_databases() -> Iterator[None]:
+    """Give the databases a test took back once it is over (module fixtures keep theirs)."""
+    _ScaleOut.taken = taken = list[str]()
+    yield
+    _ScaleOut.taken = None
+    for url in taken:
+        assert _ScaleOut.postgres is not None
+        _ScaleOut.postgres.give_back(url)
 
 
 @pytest.fixture
@@ -116,6 +232,15 @@ async def backdate(services: Services, session_id: str) -> None:
         stored = await s.get(UploadSession, session_id)
         assert stored is not None
         stored.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+
+
+async def staged_keys(services: Services) -> list[str]:
+    """Every key in the app's staging, whichever backend holds it."""
+    return sorted([key async for key in services.storage.keys()])
+
+
+async def staged_bytes(services: Services, key: str) -> bytes:
+    return b"".join([chunk async for chunk in services.storage.read(key)])
 
 
 def files_under(path: Path) -> list[Path]:

@@ -29,10 +29,10 @@ def photodrop_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def photodrop_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def photodrop_cli(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "photodrop", *args],
-        env=photodrop_env(data_dir),
+        env=photodrop_env(data_dir, **env),
         capture_output=True,
         text=True,
         timeout=60,
@@ -46,10 +46,13 @@ class LiveServer:
 
     data_dir: Path
     env: dict[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ()  # more `photodrop serve` options, e.g. ("--workers", "2")
     port: int = field(default_factory=free_port)
     lines: list[str] = field(default_factory=list)
     process: subprocess.Popen[str] | None = None
     reader: threading.Thread | None = None
+    printed: threading.Condition = field(default_factory=threading.Condition)
+    ended: bool = False  # the process closed its output; no more lines will come
 
     @property
     def url(self) -> str:
@@ -57,7 +60,7 @@ class LiveServer:
 
     def start(self) -> LiveServer:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "photodrop", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "photodrop", "serve", "--port", str(self.port), *self.args],
             env=photodrop_env(self.data_dir, **self.env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -74,10 +77,27 @@ class LiveServer:
     def _drain(self, ready: threading.Event) -> None:
         assert self.process is not None and self.process.stdout is not None
         for line in self.process.stdout:
-            self.lines.append(line)
+            with self.printed:
+                self.lines.append(line)
+                self.printed.notify_all()
             if "Application startup complete" in line:
                 ready.set()
         ready.set()  # the process ended; start() reports what it printed
+        with self.printed:
+            self.ended = True
+            self.printed.notify_all()
+
+    def wait_for_line(self, text: str, timeout: float = 30) -> str:
+        """The first line printed so far or from now on that contains ``text``."""
+
+        def found() -> str | None:
+            return next((line for line in self.lines if text in line), None)
+
+        with self.printed:
+            line = self.printed.wait_for(lambda: found() or self.ended, timeout)
+        if not isinstance(line, str):
+            raise AssertionError(f"no line with {text!r} in:\n" + "".join(self.lines))
+        return line
 
     def stop(self) -> None:
         """Stop the server as an init system would (SIGTERM) and collect the rest of its output."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import image_bytes
 from tests.live import LiveServer, photodrop_cli
@@ -121,3 +123,44 @@ def test_racing_uploads_over_real_sockets_fill_exactly_the_places(server: LiveSe
 
     statuses = anyio.run(race)
     assert statuses.count(201) == 5 and statuses.count(422) == 45
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_serve_with_workers_runs_api_processes_whose_metrics_add_up(tmp_path: Path) -> None:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_1.db").write_bytes(b"left over from an earlier run")
+    server = LiveServer(tmp_path / "data", env={"PHOTODROP_METRICS_DIR": str(metrics_dir)}, args=("--workers", "2"))
+    server.start()
+    try:
+        with server.printed:
+            both = server.printed.wait_for(lambda: _count(server, "Application startup complete") == 2, 60)
+        assert both, "".join(server.lines)
+        assert _count(server, "delivery: left to `photodrop worker`") == 2  # several API processes never deliver
+        for _ in range(20):
+            assert httpx.get(f"{server.url}/readyz").status_code == 200  # a new connection each time
+        for _ in range(3):  # whichever process answers the scrape, it reports every process's counts
+            samples = _samples(httpx.get(f"{server.url}/metrics").text)
+            ready = (("method", "GET"), ("route", "/readyz"), ("status", "200"))
+            assert samples[("photodrop_http_requests_total", ready)] == 20
+        processes = {path.stem.rsplit("_", 1)[1] for path in metrics_dir.glob("counter_*.db")}
+        assert len(processes) == 2 and "1" not in processes
+        logged = [json.loads(line) for line in server.lines if line.startswith("{")]
+        assert {"ts", "level", "logger", "message"} <= set(logged[0])
+    finally:
+        server.stop()
+
+
+def _count(server: LiveServer, text: str) -> int:
+    return sum(text in line for line in server.lines)
+
+
+def test_serve_alone_delivers_in_its_own_process(server: LiveServer) -> None:
+    assert _count(server, "delivery: in this process") == 1

@@ -39,7 +39,7 @@ async def _run_standalone() -> None:
     from photodrop.config import Settings
     from photodrop.db import Database
 
-    database = Database(Settings().resolved_database_url)
+    database = Database.from_settings(Settings())
     async with database.engine.connect() as connection:
         await connection.run_sync(_run)
         await connection.commit()

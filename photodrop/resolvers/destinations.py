@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictBool, field_validator
 from sqlalchemy import update
 from sqlmodel import col, select
 
@@ -20,13 +20,24 @@ from photodrop.models import Delivery, DeliveryMode, DeliveryStatus, Destination
 MASK = "••••"
 
 
+# Other names callers use for a kind (Apertur's documentation says google_drive).
+KIND_ALIASES = {"google_drive": "gdrive"}
+
+
 class DestinationCreate(BaseModel):
+    """A new destination; ``type`` and ``isDefault`` (Apertur's SDK spelling) are read too."""
+
     model_config = ConfigDict(extra="forbid")
 
-    kind: DeliveryMode
+    kind: DeliveryMode = Field(validation_alias=AliasChoices("kind", "type"))
     name: str = Field(min_length=1, max_length=100)
     config: dict[str, Any] = Field(default_factory=dict)
-    is_default: StrictBool | None = None
+    is_default: StrictBool | None = Field(default=None, validation_alias=AliasChoices("is_default", "isDefault"))
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _alias(cls, value: Any) -> Any:
+        return KIND_ALIASES.get(value, value) if isinstance(value, str) else value
 
 
 class DestinationUpdate(BaseModel):
@@ -34,8 +45,8 @@ class DestinationUpdate(BaseModel):
 
     name: str | None = Field(default=None, min_length=1, max_length=100)
     config: dict[str, Any] | None = None
-    is_default: StrictBool | None = None
-    is_active: StrictBool | None = None
+    is_default: StrictBool | None = Field(default=None, validation_alias=AliasChoices("is_default", "isDefault"))
+    is_active: StrictBool | None = Field(default=None, validation_alias=AliasChoices("is_active", "isActive"))
 
 
 @dataclass(frozen=True)
@@ -167,24 +178,11 @@ async def destinations_for(
     services: Services, principal: Principal, *, mode: DeliveryMode, destination_ids: list[str] | None
 ) -> list[str]:
     """The destinations a new session delivers to: the ones named, or the project's default of ``mode``."""
+    if destination_ids:
+        return await active_destinations(services, principal, destination_ids)
+    if mode in (DeliveryMode.WEBHOOK, DeliveryMode.POLL):
+        return []
     async with services.db.read() as s:
-        if destination_ids:
-            found = (
-                await s.exec(
-                    select(Destination).where(
-                        col(Destination.id).in_(destination_ids), Destination.project_id == principal.project_id
-                    )
-                )
-            ).all()
-            known = {d.id for d in found if d.is_active}
-            missing = [d for d in destination_ids if d not in known]
-            if missing:
-                raise InvalidInput(
-                    f"destination_ids: no active destination {missing[0]} in this project", param="destination_ids"
-                )
-            return list(dict.fromkeys(destination_ids))
-        if mode in (DeliveryMode.WEBHOOK, DeliveryMode.POLL):
-            return []
         default = (
             await s.exec(_of_kind(principal, mode).where(col(Destination.is_default), col(Destination.is_active)))
         ).first()
@@ -195,6 +193,25 @@ async def destinations_for(
             param="delivery_mode",
         )
     return [default.id]
+
+
+async def active_destinations(services: Services, principal: Principal, destination_ids: list[str]) -> list[str]:
+    """``destination_ids`` without repeats, once each is an active destination of the caller's project (else 400)."""
+    async with services.db.read() as s:
+        found = (
+            await s.exec(
+                select(Destination).where(
+                    col(Destination.id).in_(destination_ids), Destination.project_id == principal.project_id
+                )
+            )
+        ).all()
+    known = {d.id for d in found if d.is_active}
+    missing = [d for d in destination_ids if d not in known]
+    if missing:
+        raise InvalidInput(
+            f"destination_ids: no active destination {missing[0]} in this project", param="destination_ids"
+        )
+    return list(dict.fromkeys(destination_ids))
 
 
 async def store_rotated_config(services: Services, destination_id: str, config: dict[str, Any]) -> None:

@@ -38,7 +38,7 @@ from photodrop.models import (
 )
 from photodrop.resolvers import outbox
 from photodrop.resolvers.deliveries import signing_secrets, tags_as_object
-from photodrop.resolvers.webhooks import get_webhook, retry_delays, topic_matches
+from photodrop.resolvers.webhooks import get_webhook, retry_delays, subscribed_name, topic_matches
 
 NOTIFIED = frozenset({"session.active", "session.completed", "session.expired"})
 
@@ -131,9 +131,9 @@ async def send(services: Services, notification: Notification) -> None:
     async with services.db.read() as s:
         webhook = await s.get(EventWebhook, notification.webhook_id)
     assert webhook is not None
-    await send_to_webhook(
-        services, webhook, event.id, {**document, "project_id": project.id, "timestamp": document["created_at"]}
-    )
+    name = subscribed_name(webhook.topics, event.type)
+    document |= {"event": name, "topic": name, "project_id": project.id, "timestamp": document["created_at"]}
+    await send_to_webhook(services, webhook, event.id, document)
 
 
 async def send_to_webhook(services: Services, webhook: EventWebhook, message_id: str, document: dict[str, Any]) -> int:

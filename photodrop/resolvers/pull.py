@@ -54,17 +54,29 @@ async def waiting_images(services: Services, principal: Principal, session_id: s
         return [image for image, _ in (await s.exec(_waiting(session_id))).all()]  # type: ignore[call-overload]
 
 
-async def open_image(services: Services, principal: Principal, image_id: str) -> tuple[Image, AsyncIterator[bytes]]:
-    """The image and its bytes, while they are still staged."""
+async def _image_of(services: Services, principal: Principal, image_id: str, session_id: str | None) -> Image:
+    """The caller's image; when reached through a session's path, only that session's."""
     image = await get_image(services, principal, image_id)
+    if session_id is not None and image.session_id != session_id:
+        raise NotFound("no such image in this session", param="image_id")
+    return image
+
+
+async def open_image(
+    services: Services, principal: Principal, image_id: str, *, session_id: str | None = None
+) -> tuple[Image, AsyncIterator[bytes]]:
+    """The image and its bytes, while they are still staged."""
+    image = await _image_of(services, principal, image_id, session_id)
     if image.purged_at is not None:
         raise Expired("this image was delivered and its staged copy removed", param="image_id")
     return image, services.storage.read(image.storage_key)
 
 
-async def acknowledge(services: Services, principal: Principal, image_id: str) -> None:
+async def acknowledge(
+    services: Services, principal: Principal, image_id: str, *, session_id: str | None = None
+) -> None:
     """The client has the image: its pull delivery succeeds (acknowledging twice is a 409)."""
-    image = await get_image(services, principal, image_id)
+    image = await _image_of(services, principal, image_id, session_id)
     now = utcnow()
     async with services.db.write() as s:
         delivery = (
@@ -105,8 +117,9 @@ async def next_image(services: Services, principal: Principal, session_id: str, 
     """
     check_wait(services, wait_seconds)
     newest = NewestState()
+    deadline = anyio.current_time() + wait_seconds
     async with services.bus.subscribe(session_channel(session_id), newest):
-        with anyio.move_on_after(wait_seconds):
+        with services.metrics.long_polls.track_inprogress():
             while True:
                 session = await get_session(services, principal, session_id)
                 image = await _lend(services, session_id)
@@ -114,8 +127,11 @@ async def next_image(services: Services, principal: Principal, session_id: str, 
                     return image
                 if session.status.is_terminal:
                     raise Expired("the session is over and every image has been acknowledged", param="id")
-                await newest.get()
-    return None
+                # Only the wait is bounded: a look that outlasts a short wait still answers.
+                with anyio.move_on_after(deadline - anyio.current_time()) as waiting:
+                    await newest.get()
+                if waiting.cancelled_caught:
+                    return None
 
 
 async def _lend(services: Services, session_id: str) -> Image | None:

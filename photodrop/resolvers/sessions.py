@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -12,17 +11,29 @@ from sqlalchemy import ColumnElement, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from photodrop import logs
 from photodrop.context import Principal, Services
-from photodrop.errors import InvalidInput, NotFound, StateConflict, validated
+from photodrop.errors import Expired, InvalidInput, NotFound, StateConflict, validated
 from photodrop.events import Envelope, NewestState, session_channel
 from photodrop.ids import new_id
 from photodrop.images import SUPPORTED_MIME_TYPES
-from photodrop.models import OPEN_STATUSES, DeliveryMode, SessionCreate, SessionStatus, UploadSession, utcnow
+from photodrop.models import (
+    OPEN_STATUSES,
+    ApiKey,
+    DeliveryMode,
+    Destination,
+    SessionCreate,
+    SessionStatus,
+    SessionUpdate,
+    UploadSession,
+    utcnow,
+)
 from photodrop.passwords import hash_password
 from photodrop.resolvers.destinations import destinations_for, kind_of
 from photodrop.resolvers.notifications import record_events
 
 MAX_PAGE = 100
+DEFAULT_MAX_IMAGES = 10
 
 
 @dataclass(frozen=True)
@@ -40,30 +51,48 @@ def status_event(session: UploadSession, *, type: str | None = None, **extra: An
     )
 
 
+def fan_out(session: UploadSession) -> tuple[int, bool]:
+    """``(destinations, long_polling)``: where each photo of the session is pushed, and whether it waits for a pull."""
+    pushed = len(session.destination_ids) or (1 if session.delivery_mode is DeliveryMode.WEBHOOK else 0)
+    return pushed, session.delivery_mode is DeliveryMode.POLL
+
+
 async def create_session(services: Services, principal: Principal, data: Mapping[str, Any]) -> UploadSession:
-    """Validate ``data`` (the fields of ``SessionCreate``) and open a pending session."""
-    spec = validated(SessionCreate, data, {"max_images_limit": services.settings.max_images_limit})
+    """Validate ``data`` (the fields of ``SessionCreate``) and open a pending session.
+
+    What the request leaves out comes from the API key's defaults; the key's ``max_images``
+    also caps what the request asks for.
+    """
+    key = await _key_of(services, principal)
+    limit = services.settings.max_images_limit
+    spec = validated(SessionCreate, with_key_defaults(data, key, limit), {"max_images_limit": limit})
+    mode = spec.delivery_mode or (DeliveryMode.POLL if spec.long_polling else None)
     destination_ids = await destinations_for(
-        services, principal, mode=spec.delivery_mode or DeliveryMode.POLL, destination_ids=spec.destination_ids
+        services, principal, mode=mode or DeliveryMode.POLL, destination_ids=spec.destination_ids
     )
-    mode = spec.delivery_mode or await kind_of(services, destination_ids[0])
+    mode = mode or await kind_of(services, destination_ids[0])
     password_hash = None if spec.password is None else await hash_password(spec.password)
+    max_images = spec.max_images or DEFAULT_MAX_IMAGES
+    if key is not None and key.max_images is not None:
+        max_images = min(max_images, key.max_images)
     now = utcnow()
+    expires_in, expires_at = spec.lifetime(now)
     session = UploadSession(
         id=new_id("sess"),
         project_id=principal.project_id,
         status=SessionStatus.PENDING,
         version=1,
-        max_images=spec.max_images,
+        max_images=max_images,
         allowed_mime_types=spec.allowed_mime_types or list(SUPPORTED_MIME_TYPES),
+        max_image_dimension=spec.max_image_dimension,
         delivery_mode=mode,
         destination_ids=destination_ids,
         webhook_url=spec.webhook_url,
         webhook_format=spec.webhook_format,
         tags=spec.tags,
         password_hash=password_hash,
-        expires_in=spec.expires_in,
-        expires_at=now + timedelta(seconds=spec.expires_in),
+        expires_in=expires_in,
+        expires_at=expires_at,
         created_at=now,
         updated_at=now,
     )
@@ -76,12 +105,85 @@ async def create_session(services: Services, principal: Principal, data: Mapping
     return session
 
 
+def with_key_defaults(data: Mapping[str, Any], key: ApiKey | None, limit: int) -> Mapping[str, Any]:
+    """``data`` with the key's defaults filling what it leaves out (a help-page style request keeps its own mode)."""
+    if key is None or not isinstance(data, Mapping):
+        return data
+    merged = dict(data)
+    own_mode = data.get("delivery_mode") is not None
+    if not own_mode and not data.get("destination_ids") and key.destination_ids:
+        merged["destination_ids"] = list(key.destination_ids)
+    if not own_mode and data.get("long_polling") is None and key.long_polling_enabled:
+        merged["long_polling"] = True
+    if data.get("max_images") is None and key.max_images is not None:
+        merged["max_images"] = min(key.max_images, limit)
+    for name in ("allowed_mime_types", "max_image_dimension"):
+        if data.get(name) is None and getattr(key, name) is not None:
+            merged[name] = getattr(key, name)
+    return merged
+
+
+async def _key_of(services: Services, principal: Principal) -> ApiKey | None:
+    async with services.db.read() as s:
+        return await s.get(ApiKey, principal.key_id)
+
+
+async def update_session(services: Services, principal: Principal, session_id: str, data: Any) -> UploadSession:
+    """Change an open session's limits, expiry or password; announced as ``session.updated``."""
+    change = validated(SessionUpdate, data, {"max_images_limit": services.settings.max_images_limit})
+    given = change.model_fields_set
+    password_hash = await hash_password(change.password) if change.password is not None else None
+    await get_session(services, principal, session_id)
+    async with services.db.write() as s:
+        query = select(UploadSession).where(UploadSession.id == session_id).with_for_update()
+        session = (await s.exec(query)).one()
+        now = utcnow()
+        if session.status is SessionStatus.EXPIRED or session.expires_at <= now:
+            raise Expired("the session has expired and can no longer change", param="id")
+        if session.status is SessionStatus.COMPLETED:
+            raise StateConflict("the session is completed and can no longer change", param="id")
+        if change.max_images is not None:
+            if change.max_images <= session.image_count:
+                raise InvalidInput(
+                    f"max_images must be more than the {session.image_count} images already received "
+                    "(complete the session to stop it taking more)",
+                    param="max_images",
+                )
+            session.max_images = change.max_images
+        if change.expires_at is not None:
+            session.expires_at = change.expires_at
+            session.expires_in = max(1, int((change.expires_at - session.created_at).total_seconds()))
+        if change.allowed_mime_types is not None:
+            session.allowed_mime_types = change.allowed_mime_types
+        if "max_image_dimension" in given:
+            session.max_image_dimension = change.max_image_dimension
+        if "password" in given:
+            session.password_hash = password_hash
+        session.version += 1
+        session.updated_at = now
+        event = status_event(session, type="session.updated")
+        await record_events(s, session, [event])
+    await services.bus.publish([event])
+    return session
+
+
+async def destinations_of(services: Services, session: UploadSession) -> list[Destination]:
+    """The destinations the session pushes to, in the order it names them."""
+    if not session.destination_ids:
+        return []
+    async with services.db.read() as s:
+        rows = (await s.exec(select(Destination).where(col(Destination.id).in_(session.destination_ids)))).all()
+    by_id = {row.id: row for row in rows}
+    return [by_id[d] for d in session.destination_ids if d in by_id]
+
+
 async def find_session(services: Services, session_id: str) -> UploadSession:
     """Any project's session by id (the id is the phone's capability), brought up to date."""
     async with services.db.read() as s:
         session = await s.get(UploadSession, session_id)
     if session is None:
         raise NotFound("no such upload session", param="id")
+    logs.bind(project=session.project_id, session=session.id)
     return await expire_if_due(services, session)
 
 
@@ -242,7 +344,7 @@ async def wait_for_update(
         target = session.version if since is None else since
         if session.version > target:
             return session
-        with anyio.move_on_after(wait_seconds):
+        with anyio.move_on_after(wait_seconds), services.metrics.long_polls.track_inprogress():
             while (envelope := await newest.get()).version <= target:
                 pass
             return envelope.session

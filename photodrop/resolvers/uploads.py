@@ -19,6 +19,7 @@ from photodrop.errors import (
     NotFound,
     SessionFull,
     StateConflict,
+    TooLarge,
     TooManyAttempts,
     UnsupportedType,
     WrongPassword,
@@ -26,6 +27,7 @@ from photodrop.errors import (
 from photodrop.events import Envelope
 from photodrop.ids import new_id
 from photodrop.images import EXTENSIONS, inspect_image, sanitize_filename
+from photodrop.metrics import counts_refusals
 from photodrop.models import (
     OPEN_STATUSES,
     Delivery,
@@ -39,6 +41,7 @@ from photodrop.models import (
 )
 from photodrop.passwords import password_matches
 from photodrop.resolvers.destinations import kinds_of
+from photodrop.resolvers.encryption import read_encrypted
 from photodrop.resolvers.notifications import record_events
 from photodrop.resolvers.sessions import expire_if_due, find_session, status_event
 from photodrop.spool import SpooledFile, read_multipart
@@ -96,6 +99,7 @@ async def open_for_upload(
     return session
 
 
+@counts_refusals
 async def accept_upload(
     services: Services,
     session_id: str,
@@ -104,35 +108,43 @@ async def accept_upload(
     content_type: str | None,
     credentials: Credentials,
     principal: Principal | None = None,
+    encrypted: bool = False,
 ) -> list[Image]:
     """Stream a multipart body into the session; each ``file`` part becomes one image.
 
-    Every image is committed on its own, with its deliveries and events, so a later file's
-    failure never takes back an earlier one.
+    With ``encrypted`` the parts (or a JSON body) are envelopes, opened before anything else
+    looks at them. Every image is committed on its own, with its deliveries and events, so a
+    later file's failure never takes back an earlier one.
     """
     session = await open_for_upload(services, session_id, credentials, principal)
     settings = services.settings
-    form = await read_multipart(
-        body,
-        content_type,
-        directory=settings.spool_dir,
-        max_file_bytes=settings.max_image_bytes,
-        max_files=settings.max_images_limit,
-    )
+    if encrypted:
+        form = await read_encrypted(services, body, content_type, max_files=settings.max_images_limit)
+    else:
+        form = await read_multipart(
+            body,
+            content_type,
+            directory=settings.spool_dir,
+            max_file_bytes=settings.max_image_bytes,
+            max_files=settings.max_images_limit,
+        )
     try:
-        files = [spooled for spooled in form.files if spooled.field == "file"]
+        # A form whose file input was left empty still sends a part, nameless and bare: that is no file at all.
+        files = [spooled for spooled in form.files if spooled.field == "file" and (spooled.filename or spooled.size)]
         if not files:
             raise InvalidInput("no image received: send it in a multipart part named 'file'", param="file")
         room = session.max_images - session.image_count
         if len(files) > room:
             raise SessionFull(f"{len(files)} files sent but only {room} more fit in this session", param="file")
         source = (form.fields.get("source") or "camera").strip()[:MAX_SOURCE] or "camera"
-        return [await _accept_file(services, session, spooled, source) for spooled in files]
+        return [await _accept_file(services, session, spooled, source, encrypted) for spooled in files]
     finally:
         form.discard()
 
 
-async def _accept_file(services: Services, session: UploadSession, spooled: SpooledFile, source: str) -> Image:
+async def _accept_file(
+    services: Services, session: UploadSession, spooled: SpooledFile, source: str, encrypted: bool
+) -> Image:
     if spooled.size == 0:
         raise UnsupportedType(f"{spooled.filename or 'the file'} is empty", param="file")
     info = await anyio.to_thread.run_sync(
@@ -142,6 +154,13 @@ async def _accept_file(services: Services, session: UploadSession, spooled: Spoo
         raise UnsupportedType(
             f"{info.mime_type} is not accepted in this session (allowed: {', '.join(session.allowed_mime_types)})",
             param="file",
+        )
+    limit = session.max_image_dimension
+    if limit is not None and max(info.width, info.height) > limit:
+        raise TooLarge(
+            f"the image is {info.width}x{info.height} pixels; this session takes at most {limit} pixels a side",
+            param="file",
+            code="IMAGE_DIMENSION_TOO_LARGE",
         )
     image_id = new_id("img")
     key = f"{session.project_id}/{session.id}/{image_id}.{EXTENSIONS[info.mime_type]}"
@@ -192,6 +211,7 @@ async def _accept_file(services: Services, session: UploadSession, spooled: Spoo
                 sha256=spooled.sha256,
                 storage_key=key,
                 source=source,
+                is_encrypted=encrypted,
                 created_at=now,
             )
             s.add(image)
@@ -199,6 +219,8 @@ async def _accept_file(services: Services, session: UploadSession, spooled: Spoo
             targets: dict[str | None, DeliveryMode] = {None: session.delivery_mode}
             if session.destination_ids:
                 targets = {key: kind for key, kind in (await kinds_of(s, session.destination_ids)).items()}
+                if session.delivery_mode is DeliveryMode.POLL:
+                    targets[None] = DeliveryMode.POLL  # long polling alongside the destinations
             for destination_id, kind in targets.items():
                 s.add(
                     Delivery(
@@ -234,6 +256,7 @@ async def _accept_file(services: Services, session: UploadSession, spooled: Spoo
         raise
     await services.bus.publish(events)
     services.wake_workers()
+    services.metrics.image_accepted(image.size_bytes)
     return image
 
 

@@ -69,21 +69,41 @@ class WebhookUpdate(_WebhookFields):
     custom_headers: dict[str, str] | None = Field(default=None, max_length=20)
 
 
+# Other names for photodrop's events: the project.* forms and the names Apertur's documentation and
+# plugins subscribe to, so a subscription written for Apertur matches the same happenings here.
+TOPIC_ALIASES: dict[str, tuple[str, ...]] = {
+    "image.uploaded": ("project.upload.started", "project.upload.image.uploaded"),
+    "session.active": ("project.session.activated",),
+}
+
+
+def event_names(event_type: str) -> list[str]:
+    return [event_type, f"project.{event_type}", *TOPIC_ALIASES.get(event_type, ())]
+
+
 def topic_matches(pattern: str, event_type: str) -> bool:
-    """``session.*`` matches ``session.completed``; a pattern also matches the ``project.`` form of a
-    type (``project.session.completed``), the names Apertur's documentation uses."""
-    wanted = pattern.split(".")
-    for name in (event_type, f"project.{event_type}"):
-        parts = name.split(".")
-        if len(parts) == len(wanted) and all(w in ("*", p) for w, p in zip(wanted, parts, strict=True)):
-            return True
-        if (
-            wanted[-1] == "*"
-            and len(parts) >= len(wanted)
-            and all(w in ("*", p) for w, p in zip(wanted[:-1], parts, strict=False))
-        ):
-            return True
-    return False
+    """``session.*`` matches ``session.completed``; a pattern also matches the event's other names
+    (``project.session.completed``, ``project.upload.started`` for ``image.uploaded`` ...)."""
+    return any(_matches(pattern, name) for name in event_names(event_type))
+
+
+def subscribed_name(topics: list[str], event_type: str) -> str:
+    """The name of the event a subscription asked for: the first of its names one of ``topics`` matches."""
+    return next(
+        (name for name in event_names(event_type) if any(_matches(topic, name) for topic in topics)), event_type
+    )
+
+
+def _matches(pattern: str, name: str) -> bool:
+    """``*`` stands for one word; a trailing ``*`` also for any number of further words."""
+    wanted, parts = pattern.split("."), name.split(".")
+    if len(parts) == len(wanted) and all(w in ("*", p) for w, p in zip(wanted, parts, strict=True)):
+        return True
+    return (
+        wanted[-1] == "*"
+        and len(parts) >= len(wanted)
+        and all(w in ("*", p) for w, p in zip(wanted[:-1], parts, strict=False))
+    )
 
 
 def retry_delays(webhook: EventWebhook) -> list[float]:

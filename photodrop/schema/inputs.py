@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -17,9 +18,13 @@ class CreateSessionInput:
     destination_ids: list[str] | None = strawberry.UNSET
     webhook_url: str | None = strawberry.UNSET
     webhook_format: WebhookFormat | None = strawberry.UNSET
+    long_polling: bool | None = strawberry.UNSET
     expires_in: int | None = strawberry.UNSET
+    expires_in_hours: int | None = strawberry.UNSET
+    expires_at: datetime | None = strawberry.UNSET
     max_images: int | None = strawberry.UNSET
     allowed_mime_types: list[str] | None = strawberry.UNSET
+    max_image_dimension: int | None = strawberry.UNSET
     password: str | None = strawberry.UNSET
     tags: JSON | None = strawberry.UNSET
 

@@ -12,6 +12,7 @@ from photodrop.errors import validated
 from photodrop.events import Envelope
 from photodrop.models import DeliveryMode, DeliveryStatus, SessionStatus, WebhookFormat
 from photodrop.qr import QrOptions, render_qr
+from photodrop.resolvers.sessions import fan_out
 from photodrop.schema.context import Info
 from photodrop.web.shapes import session_links
 
@@ -62,6 +63,9 @@ class Image:
     source: str
     created_at: datetime
     session_id: strawberry.ID
+    purged_at: datetime | None = strawberry.field(
+        description="When photodrop removed its staged copy, every delivery having succeeded; null while kept."
+    )
 
     @strawberry.field(description="Where this image has been, or is being, delivered.")
     async def deliveries(self, info: Info) -> list[Delivery]:
@@ -82,6 +86,7 @@ class Image:
             source=row.source,
             created_at=row.created_at,
             session_id=strawberry.ID(row.session_id),
+            purged_at=row.purged_at,
         )
 
 
@@ -114,6 +119,8 @@ class Session:
     max_images: int
     image_count: int
     allowed_mime_types: list[str]
+    max_image_dimension: int | None
+    long_polling: bool
     delivery_mode: DeliveryMode
     webhook_url: str | None
     webhook_format: WebhookFormat
@@ -165,6 +172,8 @@ class Session:
             max_images=row.max_images,
             image_count=row.image_count,
             allowed_mime_types=row.allowed_mime_types,
+            max_image_dimension=row.max_image_dimension,
+            long_polling=fan_out(row)[1],
             delivery_mode=row.delivery_mode,
             webhook_url=row.webhook_url,
             webhook_format=row.webhook_format,

@@ -18,7 +18,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from photodrop.context import Services
 from photodrop.errors import InvalidInput, PhotodropError, validated
@@ -77,7 +78,9 @@ class ApiRouter:
         return decorate
 
     def routes(self) -> list[Route]:
-        return [Route(op.path, op.endpoint, methods=[op.method]) for op in self.operations]
+        return [
+            Route(op.path, _BudgetHeaders(request_response(op.endpoint)), methods=[op.method]) for op in self.operations
+        ]
 
     def openapi(self, *, prefixes: Sequence[str], title: str, version: str) -> dict[str, Any]:
         models: set[type[BaseModel]] = {ErrorOut}
@@ -100,6 +103,28 @@ class ApiRouter:
                 "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "bearerFormat": "aptr_live_..."}},
             },
         }
+
+
+# Where ``caller()`` leaves what the request left of its key's rate-limit budget (a ratelimit.Budget).
+BUDGET_SCOPE_KEY = "photodrop.budget"
+
+
+class _BudgetHeaders:
+    """Adds the X-RateLimit-* headers to every response of an endpoint whose caller was counted,
+    errors included; pure ASGI so streamed bodies pass through untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_budget(message: Message) -> None:
+            budget = scope.get(BUDGET_SCOPE_KEY)
+            if message["type"] == "http.response.start" and budget is not None:
+                extra = [(name.lower().encode(), value.encode()) for name, value in budget.headers().items()]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_budget)
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -172,10 +197,12 @@ def error_body(
 def parse_query(request: Request, model: type[M]) -> M:
     """Read query parameters into ``model``; list fields take repeated or comma-separated values."""
     raw: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
-        values = request.query_params.getlist(name)
-        if not values:
+    for field_name, info in model.model_fields.items():
+        # A camelCase alias (pageSize) is the name on the wire; the field's own name is read too.
+        name = next((n for n in (info.alias, field_name) if n and n in request.query_params), None)
+        if name is None:
             continue
+        values = request.query_params.getlist(name)
         if _is_list(info.annotation):
             raw[name] = [part for value in values for part in value.split(",") if part]
         else:

@@ -8,7 +8,19 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 from pydantic.alias_generators import to_camel
 
-from photodrop.models import DeliveryMode, DeliveryStatus, Image, SessionStatus, UploadSession, WebhookFormat
+from photodrop.models import (
+    DeliveryMode,
+    DeliveryStatus,
+    Destination,
+    Image,
+    KeyEnv,
+    SessionStatus,
+    UploadSession,
+    WebhookFormat,
+)
+from photodrop.resolvers.delivery_status import DeliveryReport
+from photodrop.resolvers.session_rows import SessionRow
+from photodrop.resolvers.sessions import fan_out
 
 
 def session_links(base_url: str, session_id: str) -> dict[str, str]:
@@ -123,6 +135,15 @@ class SessionListQuery(BaseModel):
     status: list[SessionStatus] | None = None
     limit: int = Field(default=20, ge=1, le=100)
     starting_after: str | None = None
+    # The numbered-page form the SDKs use; either one selects it (see GET /sessions).
+    page: int | None = Field(default=None, ge=1)
+    pageSize: int | None = Field(default=None, ge=1, le=100)  # noqa: N815  (the SDKs' name)
+
+    def wants_pages(self, path: str) -> bool:
+        """Numbered pages when asked for by name, or on /api/v1 unless the cursor parameters are used."""
+        if self.page is not None or self.pageSize is not None:
+            return True
+        return path.startswith("/api/") and not {"limit", "starting_after"} & self.model_fields_set
 
 
 class PollQuery(BaseModel):
@@ -283,3 +304,240 @@ class AckOut(BaseModel):
 
 class PollOut(RootModel[SessionOut | LentImageOut]):
     """A session (long poll on its version) or a lent image (one-at-a-time pull)."""
+
+
+# --- the upload-sessions API the Apertur SDKs speak ------------------------------------------------
+
+QR_FORMATS = ["png", "svg", "jpeg"]
+
+
+def upload_session_qr(base_url: str, session_id: str) -> str:
+    return f"{base_url}/api/v1/upload-sessions/{session_id}/qr"
+
+
+def tag_list(tags: dict[str, str] | list[str] | None) -> list[str] | None:
+    """Tags as the SDKs read them: a list, an object's pairs written ``key:value``."""
+    if tags is None or isinstance(tags, list):
+        return tags
+    return [f"{key}:{value}" for key, value in tags.items()]
+
+
+class QrSpecsOut(BaseModel):
+    endpoint: str
+    formats: list[str]
+    params: dict[str, str] = Field(description="Each query parameter the QR endpoint takes, with its default")
+
+    @classmethod
+    def of(cls, base_url: str, session_id: str) -> QrSpecsOut:
+        params = {"format": "png", "size": "300", "style": "square", "fg": "000000", "bg": "ffffff"}
+        params |= {"borderSize": "0", "borderColor": "000000"}
+        return cls(endpoint=upload_session_qr(base_url, session_id), formats=QR_FORMATS, params=params)
+
+
+class SessionDestinationOut(BaseModel):
+    id: str
+    type: str
+    name: str
+
+
+class CreatedSessionOut(SessionOut):
+    """A session as its creator sees it: every field of the /v1 object and of the SDKs' create result."""
+
+    long_polling: bool
+    max_image_dimension: int | None
+    qr_specs: QrSpecsOut
+    destinations: list[SessionDestinationOut]
+    env: KeyEnv
+
+    @classmethod
+    def of_created(
+        cls, session: UploadSession, base_url: str, destinations: list[Destination], env: KeyEnv
+    ) -> CreatedSessionOut:
+        return cls(
+            **SessionOut.of(session, base_url).model_dump(),
+            long_polling=session.delivery_mode is DeliveryMode.POLL,
+            max_image_dimension=session.max_image_dimension,
+            qr_specs=QrSpecsOut.of(base_url, session.id),
+            destinations=[SessionDestinationOut(id=d.id, type=d.kind.value, name=d.name) for d in destinations],
+            env=env,
+        )
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True)
+
+
+class UploadSessionOut(_Camel):
+    """The session as the upload page and the SDKs' ``sessions.get`` read it (camelCase)."""
+
+    id: str
+    status: SessionStatus
+    expires_at: datetime
+    tags: list[str] | None
+    images_per_session: int
+    effective_max_images: int
+    effective_allowed_mime_types: list[str]
+    effective_max_image_dimension: int | None
+    image_count: int
+    # The one snake_case name in this object, as the SDKs spell it.
+    password_protected: bool = Field(alias="password_protected")
+    server_public_key: str
+    # photodrop decrypts on arrival (see X-Aptr-Encrypted); it offers no end-to-end key of its own.
+    e2e_enabled: bool = Field(default=False, alias="e2eEnabled")
+    e2e_public_key: str | None = Field(default=None, alias="e2ePublicKey")
+    e2e_downgraded: bool = Field(default=False, alias="e2eDowngraded")
+
+    @classmethod
+    def of(cls, session: UploadSession, server_public_key: str) -> UploadSessionOut:
+        return cls(
+            id=session.id,
+            status=session.status,
+            expires_at=session.expires_at,
+            tags=tag_list(session.tags),
+            images_per_session=session.max_images,
+            effective_max_images=session.max_images,
+            effective_allowed_mime_types=session.allowed_mime_types,
+            effective_max_image_dimension=session.max_image_dimension,
+            image_count=session.image_count,
+            password_protected=session.password_protected,
+            server_public_key=server_public_key,
+        )
+
+
+class SessionRowOut(_Camel):
+    id: str
+    created_at: datetime
+    expires_at: datetime
+    status: SessionStatus
+    project_id: str
+    project_name: str
+    images_count: int
+    images_delivered: int
+    images_failed: int
+    destinations_count: int
+    tags: list[str] | None
+    long_polling_enabled: bool
+    label: str | None = None
+    env: KeyEnv
+
+    @classmethod
+    def of(cls, row: SessionRow, env: KeyEnv) -> SessionRowOut:
+        session = row.session
+        return cls(
+            id=session.id,
+            created_at=session.created_at,
+            expires_at=session.expires_at,
+            status=session.status,
+            project_id=session.project_id,
+            project_name=row.project_name,
+            images_count=session.image_count,
+            images_delivered=row.images_delivered,
+            images_failed=row.images_failed,
+            destinations_count=row.destinations_count,
+            tags=tag_list(session.tags),
+            long_polling_enabled=session.delivery_mode is DeliveryMode.POLL,
+            env=env,
+        )
+
+
+class SessionPageOut(_Camel):
+    data: list[SessionRowOut]
+    total: int
+    page: int
+    page_size: int
+    total_pages: int
+
+
+class SessionListing(RootModel[SessionListOut | SessionPageOut]):
+    """The cursor list (``/v1`` style) or the numbered page (``/api/v1`` style); see GET /sessions."""
+
+
+class RecentSessionsOut(RootModel[list[SessionRowOut]]):
+    """A bare array, newest first."""
+
+
+class RecentQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    limit: int = Field(default=10, ge=1, le=50)
+
+
+class UploadedOut(ImageOut):
+    """An accepted photo with where it goes: the SDKs' upload result."""
+
+    destinations: int = Field(description="How many destinations the photo is pushed to")
+    long_polling: bool = Field(description="Whether it also waits in the pull queue")
+    is_encrypted: bool
+
+
+class UploadedManyOut(BaseModel):
+    images: list[UploadedOut]
+
+
+class UploadResultOut(RootModel[UploadedOut | UploadedManyOut]):
+    """One file sent: that image. Several: ``{"images": [...]}`` in the order they were sent."""
+
+    @classmethod
+    def of(cls, images: list[Image], session: UploadSession) -> UploadResultOut:
+        destinations, long_polling = fan_out(session)
+        shaped = [
+            UploadedOut(
+                **ImageOut.of(image).model_dump(),
+                destinations=destinations,
+                long_polling=long_polling,
+                is_encrypted=image.is_encrypted,
+            )
+            for image in images
+        ]
+        return cls(shaped[0] if len(shaped) == 1 else UploadedManyOut(images=shaped))
+
+
+class DeliveryStatusQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    pollFrom: datetime | None = Field(  # noqa: N815  (the SDKs' name)
+        default=None, description="A lastChanged: wait up to 5 minutes for something to change after it"
+    )
+
+
+class DestinationProgressOut(BaseModel):
+    destination_id: str
+    type: str
+    name: str
+    status: str = Field(description="pending, sending, sent, failed or retrying")
+    attempts: int
+    last_error: str | None
+
+
+class FileProgressOut(BaseModel):
+    record_id: str
+    filename: str
+    size_bytes: int
+    has_thumbnail: bool = False
+    destinations: list[DestinationProgressOut]
+
+
+class DeliveryStatusOut(_Camel):
+    status: SessionStatus
+    files: list[FileProgressOut]
+    last_changed: datetime
+
+    @classmethod
+    def of(cls, report: DeliveryReport) -> DeliveryStatusOut:
+        return cls(
+            status=report.status,
+            last_changed=report.last_changed,
+            files=[
+                FileProgressOut(
+                    record_id=file.image.id,
+                    filename=file.image.filename,
+                    size_bytes=file.image.size_bytes,
+                    destinations=[DestinationProgressOut(**vars(d)) for d in file.destinations],
+                )
+                for file in report.files
+            ],
+        )
+
+
+class ServerKeyOut(_Camel):
+    public_key: str = Field(description="PEM (SubjectPublicKeyInfo) of the server's RSA-2048 key")

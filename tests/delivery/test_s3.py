@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import socket
-from collections.abc import Iterator
 from typing import Any
 from uuid import uuid4
 
@@ -27,7 +26,6 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ReadTimeoutError,
 )
-from moto.server import ThreadedMotoServer
 from pydantic import ValidationError
 
 from photodrop.delivery.base import DeliveryContext
@@ -39,6 +37,7 @@ from photodrop.delivery.errors import (
     Rejected,
 )
 from photodrop.delivery.s3 import S3Config, S3Destination, metadata, translate
+from tests.conftest import moto
 from tests.delivery.conftest import make_payload
 
 pytestmark = pytest.mark.anyio
@@ -54,13 +53,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    """moto's standalone server (ThreadedMotoServer, a real HTTP S3 API) on 127.0.0.1 at a free port."""
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+def endpoint() -> str:
+    """moto's standalone server (a real HTTP S3 API) on 127.0.0.1, shared with S3 staging."""
+    return moto().endpoint
 
 
 @pytest.fixture

@@ -43,8 +43,8 @@ async def _deliveries_finished(services: Services, image: Image, *, ago: timedel
         await s.exec(update(Image).where(col(Image.id) == image.id).values(created_at=utcnow() - ago))
 
 
-def _staged(services: Services, image: Image) -> Path:
-    return services.settings.data_dir / "staging" / image.storage_key
+async def _staged(services: Services, image: Image) -> bool:
+    return await services.storage.exists(image.storage_key)
 
 
 async def test_delivered_images_are_purged_after_the_retention(
@@ -52,9 +52,9 @@ async def test_delivered_images_are_purged_after_the_retention(
 ) -> None:
     image = await _staged_image(client, key, services)
     await _deliveries_finished(services, image, ago=timedelta(hours=2))
-    assert _staged(services, image).exists()
+    assert await _staged(services, image)
     assert await purge_delivered(services) == 1
-    assert not _staged(services, image).exists()
+    assert not await _staged(services, image)
     async with services.db.read() as s:
         purged = (await s.exec(select(Image.purged_at).where(Image.id == image.id))).one()
     assert purged is not None
@@ -68,4 +68,4 @@ async def test_images_still_waiting_or_recently_delivered_are_kept(
     recent = await _staged_image(client, key, services)
     await _deliveries_finished(services, recent, ago=timedelta(minutes=5))
     assert await purge_delivered(services) == 0
-    assert _staged(services, waiting).exists() and _staged(services, recent).exists()
+    assert await _staged(services, waiting) and await _staged(services, recent)

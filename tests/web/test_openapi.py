@@ -92,7 +92,8 @@ async def test_real_responses_match_the_document(client: httpx.AsyncClient, key:
     await call("GET", f"/v1/sessions/{sid}/qr")
     await call("GET", f"/v1/sessions/{sid}/qr?size=10")
     await call("POST", f"/v1/sessions/{sid}/complete", headers=auth)
-    hook = {"kind": "webhook", "name": "hook", "config": {"url": "http://127.0.0.1:9/hook"}}
+    hook_config = {"url": "http://127.0.0.1:9/hook"}
+    hook = {"kind": "webhook", "name": "hook", "config": hook_config}
     destination = (await call("POST", "/v1/destinations", json=hook, headers=auth)).json()
     await call("POST", "/v1/destinations", json={**hook, "config": {"url": "ftp://x"}}, headers=auth)
     await call("GET", "/v1/destinations", headers=auth)
@@ -135,6 +136,48 @@ async def test_real_responses_match_the_document(client: httpx.AsyncClient, key:
     other = await new_session(client, key)
     await call("POST", f"/api/v1/upload/{sid}/images", files={"file": ("a.jpg", image_bytes(), "image/jpeg")})
     await call("GET", f"/api/v1/sessions/{other['id']}", headers=auth)
+    # Project resources as the Apertur SDKs call them.
+    dests = f"/api/v1/projects/{project_id}/destinations"
+    made = (
+        await call("POST", dests, json={"type": "webhook", "name": "h", "config": hook_config}, headers=auth)
+    ).json()
+    await call("POST", dests, json={"type": "nope", "name": "h"}, headers=auth)
+    await call("GET", dests, headers=auth)
+    await call("GET", f"{dests}/{made['id']}", headers=auth)
+    await call("PATCH", f"{dests}/{made['id']}", json={"isActive": False}, headers=auth)
+    await call("POST", f"{dests}/{made['id']}/test", headers=auth)
+    keys = f"/api/v1/projects/{project_id}/keys"
+    issued = (await call("POST", keys, json={"label": "k", "signing": True}, headers=auth)).json()
+    await call("GET", keys, headers=auth)
+    await call("GET", f"{keys}/{issued['key']['id']}", headers=auth)
+    await call("PATCH", f"{keys}/{issued['key']['id']}", json={"maxImages": 3}, headers=auth)
+    await call("PUT", f"/api/v1/keys/{issued['key']['id']}/destinations", json={"destination_ids": []}, headers=auth)
+    await call("PUT", f"{keys}/{issued['key']['id']}/destinations", json={"destination_ids": ["x"]}, headers=auth)
+    await call("DELETE", f"{keys}/{issued['key']['id']}", headers=auth)
+    await call("DELETE", f"{dests}/{made['id']}", headers=auth)
+    await call("GET", "/api/v1/uploads?page=1&pageSize=2", headers=auth)
+    await call("GET", "/api/v1/uploads/recent?limit=2", headers=auth)
+    await call("GET", "/api/v1/stats", headers=auth)
+    # Upload sessions as the Apertur SDKs call them.
+    sdk = (await call("POST", "/api/v1/upload-sessions", json={"long_polling": True}, headers=auth)).json()
+    await call(
+        "POST", "/api/v1/upload-sessions", json={"expires_in_hours": 1, "expires_at": "2030-01-01"}, headers=auth
+    )
+    await call("GET", f"/api/v1/upload/{sdk['id']}/session")
+    await call("GET", "/api/v1/upload/sess_missing/session")
+    await call("PATCH", f"/api/v1/upload-sessions/{sdk['id']}", json={"max_images": 5}, headers=auth)
+    await call("PATCH", f"/api/v1/upload-sessions/{sdk['id']}", json={"max_images": 0}, headers=auth)
+    await call("GET", "/api/v1/sessions?page=1&pageSize=5", headers=auth)
+    await call("GET", "/api/v1/sessions?pageSize=500", headers=auth)
+    await call("GET", "/api/v1/sessions/recent", headers=auth)
+    await call("GET", "/api/v1/sessions/recent?limit=500", headers=auth)
+    await call("GET", f"/api/v1/upload-sessions/{sdk['id']}/qr")
+    await call("GET", f"/api/v1/upload-sessions/{sdk['id']}/qr?style=oval")
+    await call("POST", f"/api/v1/upload/{sdk['id']}/images", files={"file": ("a.jpg", image_bytes(), "image/jpeg")})
+    await call("GET", f"/api/v1/upload-sessions/{sdk['id']}/delivery-status", headers=auth)
+    await call("GET", f"/api/v1/upload-sessions/{sdk['id']}/delivery-status?pollFrom=x", headers=auth)
+    await call("GET", "/api/v1/encryption/server-key")
+    await call("GET", "/api/v1/encryption/key")
     documented = {
         (method, path) for path, methods in doc["paths"].items() for method in methods if path.startswith("/v1/")
     }

@@ -289,3 +289,75 @@ async def test_an_unknown_session_is_a_404(client: httpx.AsyncClient) -> None:
     assert body["error"] == "Not Found"
     assert body["code"] == "NOT_FOUND"
     assert body["param"] == "id"
+
+
+# --- the SDKs' QR endpoint: formats, styles and a frame ------------------------------------------------
+
+
+async def _sdk_qr(client: httpx.AsyncClient, session_id: str, **params: str | int) -> httpx.Response:
+    return await client.get(f"/api/v1/upload-sessions/{session_id}/qr", params=params)
+
+
+@pytest.mark.parametrize("style", ["square", "rounded", "ROUNDED"])
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "jpg"])
+async def test_every_format_and_style_scans(
+    client: httpx.AsyncClient, session: dict[str, Any], fmt: str, style: str
+) -> None:
+    response = await _sdk_qr(client, session["id"], format=fmt, style=style, size=320)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == ("image/png" if fmt == "png" else "image/jpeg")
+    picture = Image.open(io.BytesIO(response.content))
+    assert picture.size == (320, 320)
+    assert _scan(picture).text == session["url"]
+
+
+@pytest.mark.parametrize(("size_name", "colour_name"), [("borderSize", "borderColor"), ("border_size", "border_color")])
+async def test_a_frame_is_drawn_inside_the_size_under_either_spelling(
+    client: httpx.AsyncClient, session: dict[str, Any], size_name: str, colour_name: str
+) -> None:
+    options: dict[str, str | int] = {size_name: 20, colour_name: "c62828"}
+    response = await _sdk_qr(client, session["id"], **options)
+    picture = Image.open(io.BytesIO(response.content)).convert("RGB")
+    assert picture.size == (300, 300)
+    assert picture.getpixel((0, 0)) == picture.getpixel((19, 150)) == _rgb("c62828")
+    assert picture.getpixel((20, 20)) == _rgb("ffffff")
+    assert _scan(picture).text == session["url"]
+
+
+async def test_a_rounded_png_keeps_to_its_two_colours(client: httpx.AsyncClient, session: dict[str, Any]) -> None:
+    response = await _sdk_qr(client, session["id"], style="rounded", fg="1a237e", bg="fffde7")
+    picture = Image.open(io.BytesIO(response.content)).convert("RGB")
+    assert {colour for _, colour in picture.getcolors() or []} == {_rgb("1a237e"), _rgb("fffde7")}
+    square = Image.open(io.BytesIO((await _sdk_qr(client, session["id"], fg="1a237e", bg="fffde7")).content))
+    assert ImageChops.difference(picture, square.convert("RGB")).getbbox() is not None
+
+
+async def test_the_sdk_qr_follows_the_key_when_one_is_sent(
+    client: httpx.AsyncClient, session: dict[str, Any], key: str, other_key: str
+) -> None:
+    url = f"/api/v1/upload-sessions/{session['id']}/qr"
+    assert (await client.get(url, headers={"Authorization": f"Bearer {key}"})).status_code == 200
+    assert (await client.get(url, headers={"Authorization": f"Bearer {other_key}"})).status_code == 404
+    assert (await client.get(url, headers={"Authorization": "Bearer aptr_live_nope"})).status_code == 401
+    assert (await client.get("/api/v1/upload-sessions/sess_missing/qr")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "named"),
+    [
+        ("style", "blobby", "style"),
+        ("format", "gif", "format"),
+        ("borderSize", "-1", "borderSize"),
+        ("borderSize", "76", "borderSize"),
+        ("border_size", "x", "border_size"),  # named as the caller spelt it
+        ("borderColor", "red", "borderColor"),
+        ("border_color", "#12345", "border_color"),
+        ("size", "100", "size"),
+    ],
+)
+async def test_a_wrong_sdk_option_is_a_400_naming_it(
+    client: httpx.AsyncClient, session: dict[str, Any], param: str, value: str, named: str
+) -> None:
+    response = await _sdk_qr(client, session["id"], **{param: value})
+    assert response.status_code == 400
+    assert response.json()["param"] == named

@@ -11,7 +11,7 @@ from sqlmodel import col
 
 from photodrop.context import Services
 from photodrop.models import Delivery, utcnow
-from tests.conftest import bearer, files_under, image_bytes, new_session, upload
+from tests.conftest import bearer, image_bytes, new_session, staged_keys, upload
 
 pytestmark = pytest.mark.anyio
 
@@ -44,7 +44,7 @@ async def test_list_download_acknowledge(client: httpx.AsyncClient, key: str, se
     left = (await client.get(f"{prefix}/upload-sessions/{session_id}/poll", headers=bearer(key))).json()
     assert [i["id"] for i in left["images"]] == [uploaded[1]["id"]]
     # The acknowledged photo's staged copy is gone; the other waits.
-    assert len(files_under(services.settings.data_dir / "staging")) == 1
+    assert len(await staged_keys(services)) == 1
     gone = await client.get(f"{prefix}/images/{first}/download", headers=bearer(key))
     assert gone.status_code == 410
 

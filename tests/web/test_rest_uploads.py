@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
+import json
+import os
+from typing import Any
 
 import anyio
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from PIL import Image as PILImage
 from sqlmodel import select
 
 from photodrop.context import Services
-from photodrop.models import Delivery, DeliveryStatus, Event, Image
-from tests.conftest import backdate, bearer, files_under, image_bytes, new_session, upload
+from photodrop.models import Delivery, DeliveryStatus, Event, Image, ServerKey
+from photodrop.resolvers.encryption import OAEP, public_key_pem
+from tests.conftest import backdate, bearer, files_under, image_bytes, new_session, staged_bytes, staged_keys, upload
 
 pytestmark = pytest.mark.anyio
 
@@ -26,7 +34,7 @@ async def _images(services: Services, session_id: str) -> list[Image]:
 async def _nothing_left_behind(services: Services, session_id: str) -> None:
     assert await _images(services, session_id) == []
     assert files_under(services.settings.spool_dir) == []
-    assert files_under(services.settings.data_dir / "staging") == []
+    assert await staged_keys(services) == []
 
 
 async def test_an_upload_is_recorded_staged_and_queued(client: httpx.AsyncClient, key: str, services: Services) -> None:
@@ -44,11 +52,13 @@ async def test_an_upload_is_recorded_staged_and_queued(client: httpx.AsyncClient
         "width": 320,
         "height": 200,
         "sha256": hashlib.sha256(photo).hexdigest(),
+        "destinations": 0,
+        "long_polling": True,
+        "is_encrypted": False,
     }
     (stored,) = await _images(services, session["id"])
     assert stored.index == 0 and stored.source == "camera"
-    staged = services.settings.data_dir / "staging" / stored.storage_key
-    assert staged.read_bytes() == photo
+    assert await staged_bytes(services, stored.storage_key) == photo
     async with services.db.read() as s:
         (delivery,) = (await s.exec(select(Delivery).where(Delivery.image_id == body["id"]))).all()
         types = [e.type for e in (await s.exec(select(Event).where(Event.session_id == session["id"]))).all()]
@@ -70,6 +80,20 @@ async def test_several_files_in_one_request(client: httpx.AsyncClient, key: str,
     assert response.status_code == 201
     assert [image["mime_type"] for image in response.json()["images"]] == ["image/png", "image/webp"]
     assert [image.index for image in sorted(await _images(services, session["id"]), key=lambda i: i.index)] == [0, 1]
+
+
+async def test_a_form_with_an_empty_second_file_input_sends_just_the_photo(
+    client: httpx.AsyncClient, key: str, services: Services
+) -> None:
+    """A browser posts an untouched file input as a part with an empty name and no bytes."""
+    session = await new_session(client, key, max_images=2)
+    response = await upload(
+        client, session["id"], ("a.jpg", image_bytes(), "image/jpeg"), ("", b"", "application/octet-stream")
+    )
+    assert response.status_code == 201
+    assert len(await _images(services, session["id"])) == 1
+    nothing = await upload(client, session["id"], ("", b"", "application/octet-stream"))
+    assert nothing.status_code == 400 and nothing.json()["param"] == "file"
 
 
 async def test_more_files_than_room_are_refused_whole(client: httpx.AsyncClient, key: str, services: Services) -> None:
@@ -170,7 +194,7 @@ async def test_fifty_racing_uploads_fill_five_places_exactly(
     assert statuses.count(422) == 45
     images = await _images(services, session["id"])
     assert sorted(image.index for image in images) == [0, 1, 2, 3, 4]
-    assert len(files_under(services.settings.data_dir / "staging")) == 5
+    assert len(await staged_keys(services)) == 5
     assert files_under(services.settings.spool_dir) == []
     current = (await client.get(f"/v1/sessions/{session['id']}", headers=bearer(key))).json()
     assert current["status"] == "completed" and current["image_count"] == 5 and current["version"] == 6
@@ -251,3 +275,137 @@ async def test_too_many_wrong_passwords_is_a_429(client: httpx.AsyncClient, key:
     assert verify.status_code == 429
     other = await new_session(client, key, password="secret123")
     assert (await upload(client, other["id"], headers={"x-session-password": "secret123"})).status_code == 201
+
+
+# --- encrypted uploads (X-Aptr-Encrypted) ----------------------------------------------------------
+
+
+def _envelope(public_pem: str, data: bytes, **extra: str) -> dict[str, str]:
+    """An envelope as the SDKs build it: AES-256-GCM under a fresh key, the key wrapped with RSA-OAEP."""
+    public = serialization.load_pem_public_key(public_pem.encode())
+    assert isinstance(public, rsa.RSAPublicKey)
+    aes_key, iv = os.urandom(32), os.urandom(12)
+    wrapped = public.encrypt(aes_key, OAEP)
+    return {
+        "encryptedKey": base64.b64encode(wrapped).decode(),
+        "iv": base64.b64encode(iv).decode(),
+        "encryptedData": base64.b64encode(AESGCM(aes_key).encrypt(iv, data, None)).decode(),
+        "algorithm": "RSA-OAEP+AES-256-GCM",
+        **extra,
+    }
+
+
+async def _server_pem(client: httpx.AsyncClient) -> str:
+    first = (await client.get("/api/v1/encryption/server-key")).json()
+    assert (await client.get("/v1/encryption/key")).json() == first
+    pem: str = first["publicKey"]
+    return pem
+
+
+ENCRYPTED = {"X-Aptr-Encrypted": "default"}
+
+
+async def test_a_json_envelope_in_either_casing_is_accepted(
+    client: httpx.AsyncClient, key: str, services: Services
+) -> None:
+    session = await new_session(client, key)
+    pem = await _server_pem(client)
+    photo = image_bytes("PNG", (25, 25))
+    camel = _envelope(pem, photo, filename="camel.png", mimeType="image/png", source="sdk")
+    response = await client.post(f"/api/v1/upload/{session['id']}/images", json=camel, headers=ENCRYPTED)
+    assert response.status_code == 201, response.text
+    assert response.json()["filename"] == "camel.png" and response.json()["is_encrypted"] is True
+    plain = _envelope(pem, photo)
+    snake = {
+        "encrypted_key": plain["encryptedKey"],
+        "iv": plain["iv"],
+        "encrypted_data": plain["encryptedData"],
+        "algorithm": plain["algorithm"],
+        "filename": "snake.png",
+    }
+    response = await client.post(f"/api/v1/upload/{session['id']}/images", json=snake, headers=ENCRYPTED)
+    assert response.status_code == 201, response.text
+    images = sorted(await _images(services, session["id"]), key=lambda i: i.index)
+    assert [(i.filename, i.source, i.is_encrypted) for i in images] == [
+        ("camel.png", "sdk", True),
+        ("snake.png", "camera", True),
+    ]
+    assert images[0].sha256 == hashlib.sha256(photo).hexdigest()
+
+
+def _tampered(envelope: dict[str, str]) -> dict[str, str]:
+    data = bytearray(base64.b64decode(envelope["encryptedData"]))
+    data[0] ^= 1
+    return {**envelope, "encryptedData": base64.b64encode(bytes(data)).decode()}
+
+
+@pytest.mark.parametrize(
+    ("spoil", "param"),
+    [
+        (lambda e: {k: v for k, v in e.items() if k != "encryptedKey"}, "encryptedKey"),
+        (lambda e: {**e, "iv": "not base64!"}, "iv"),
+        (lambda e: {**e, "iv": base64.b64encode(b"short").decode()}, "iv"),
+        (lambda e: {**e, "encryptedKey": base64.b64encode(b"x" * 256).decode()}, "encryptedKey"),
+        (lambda e: {**e, "algorithm": "ROT13"}, "algorithm"),
+        (lambda e: {**e, "encryptedData": 5}, "encryptedData"),
+        (_tampered, "encryptedData"),
+    ],
+)
+async def test_a_broken_envelope_is_a_400_saying_what_is_wrong(
+    client: httpx.AsyncClient, key: str, services: Services, spoil: Any, param: str
+) -> None:
+    session = await new_session(client, key)
+    envelope = spoil(_envelope(await _server_pem(client), image_bytes()))
+    response = await client.post(f"/api/v1/upload/{session['id']}/images", json=envelope, headers=ENCRYPTED)
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "INVALID_ENVELOPE" and response.json()["param"] == param
+    await _nothing_left_behind(services, session["id"])
+
+
+@pytest.mark.parametrize("content", [b"not json", b"[1, 2]", b"\xff\xfe"])
+async def test_a_multipart_part_that_is_no_envelope_is_a_400(
+    client: httpx.AsyncClient, key: str, services: Services, content: bytes
+) -> None:
+    session = await new_session(client, key)
+    response = await client.post(
+        f"/api/v1/upload/{session['id']}/images",
+        files={"file": ("a.jpg.enc", content, "application/octet-stream")},
+        headers=ENCRYPTED,
+    )
+    assert response.status_code == 400 and response.json()["code"] == "INVALID_ENVELOPE"
+    await _nothing_left_behind(services, session["id"])
+
+
+async def test_a_sound_envelope_around_no_image_is_a_415(
+    client: httpx.AsyncClient, key: str, services: Services
+) -> None:
+    session = await new_session(client, key)
+    envelope = _envelope(await _server_pem(client), b"just some text")
+    part = ("notes.txt.enc", json.dumps(envelope).encode(), "application/octet-stream")
+    response = await client.post(f"/api/v1/upload/{session['id']}/images", files={"file": part}, headers=ENCRYPTED)
+    assert response.status_code == 415
+    await _nothing_left_behind(services, session["id"])
+
+
+async def test_the_server_key_is_made_once_even_when_asked_for_at_once(services: Services) -> None:
+    keys: list[str] = []
+
+    async def fetch() -> None:
+        keys.append(await public_key_pem(services))
+
+    async with anyio.create_task_group() as tasks:
+        for _ in range(4):
+            tasks.start_soon(fetch)
+    assert len(set(keys)) == 1
+    async with services.db.read() as s:
+        assert len((await s.exec(select(ServerKey))).all()) == 1
+
+
+async def test_an_image_larger_than_the_sessions_dimension_is_refused(
+    client: httpx.AsyncClient, key: str, services: Services
+) -> None:
+    session = await new_session(client, key, max_image_dimension=100)
+    fits = await upload(client, session["id"], ("fits.png", image_bytes("PNG", (100, 40)), "image/png"))
+    assert fits.status_code == 201
+    big = await upload(client, session["id"], ("big.png", image_bytes("PNG", (101, 40)), "image/png"))
+    assert big.status_code == 413 and big.json()["code"] == "IMAGE_DIMENSION_TOO_LARGE"

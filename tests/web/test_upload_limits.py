@@ -13,7 +13,7 @@ from PIL import Image
 
 from photodrop.config import Settings
 from photodrop.context import Services
-from tests.conftest import bearer, files_under, image_bytes, make_settings, new_session, upload
+from tests.conftest import bearer, files_under, image_bytes, make_settings, new_session, staged_keys, upload
 
 pytestmark = pytest.mark.anyio
 
@@ -42,7 +42,7 @@ async def test_a_file_over_the_limit_is_a_413_and_leaves_nothing(
     assert response.status_code == 413
     assert response.json()["code"] == "FILE_TOO_LARGE"
     assert files_under(services.settings.spool_dir) == []
-    assert files_under(services.settings.data_dir / "staging") == []
+    assert await staged_keys(services) == []
     current = (await client.get(f"/v1/sessions/{session['id']}", headers=bearer(key))).json()
     assert current["image_count"] == 0
 

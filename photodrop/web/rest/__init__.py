@@ -3,7 +3,7 @@
 Importing this package registers every endpoint on ``api``.
 """
 
-from photodrop.web.rest import delivery, projects, pull, sessions
+from photodrop.web.rest import delivery, keys, projects, pull, sessions, stats, upload_sessions
 from photodrop.web.rest.common import PREFIXES, UNLOCK_COOKIE, api, openapi, set_unlock_cookie
 
 __all__ = [
@@ -11,9 +11,12 @@ __all__ = [
     "UNLOCK_COOKIE",
     "api",
     "delivery",
+    "keys",
     "openapi",
     "projects",
     "pull",
     "sessions",
+    "stats",
     "set_unlock_cookie",
+    "upload_sessions",
 ]

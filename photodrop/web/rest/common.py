@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote, urlsplit
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from photodrop.context import Principal
+from photodrop.errors import NotFound, TooManyAttempts
 from photodrop.resolvers.projects import authenticate
-from photodrop.web.api import ApiRouter, services
+from photodrop.signing import SIGNATURE_HEADERS, TIMESTAMP_HEADERS, SignedRequest
+from photodrop.web.api import BUDGET_SCOPE_KEY, ApiRouter, services
 
 PREFIXES = ("/v1", "/api/v1")
 UNLOCK_COOKIE = "pd_unlock_{}"
@@ -15,8 +19,54 @@ api = ApiRouter()
 
 
 async def caller(request: Request) -> Principal:
-    """The principal behind the request's API key, or 401."""
-    return await authenticate(services(request), request.headers.get("authorization"))
+    """The principal behind the request's API key (and signature, when its key signs), or 401;
+    each call spends one request of the key's per-minute budget, or answers 429 when it is spent."""
+    multipart = request.headers.get("content-type", "").lower().startswith("multipart/")
+    origin = request.headers.get("origin")
+    principal = await authenticate(
+        services(request),
+        request.headers.get("authorization"),
+        signed=None if multipart else await _signed(request),
+        multipart=multipart,
+        client_ip=request.client.host if request.client else None,
+        # An Origin without a host ("null": sandboxed frames, files) matches no allowed domain.
+        origin_host=(urlsplit(origin).hostname or "") if origin else None,
+    )
+    await _spend(request, principal)
+    return principal
+
+
+async def caller_in_project(request: Request) -> Principal:
+    """The caller, once the ``{project_id}`` in the path is its key's own project (else 404, like a missing one)."""
+    principal = await caller(request)
+    if request.path_params["project_id"] != principal.project_id:
+        raise NotFound("no such project", param="project_id")
+    return principal
+
+
+async def _signed(request: Request) -> SignedRequest:
+    signature = next((request.headers[h] for h in SIGNATURE_HEADERS if h in request.headers), None)
+    timestamp = next((request.headers[h] for h in TIMESTAMP_HEADERS if h in request.headers), None)
+    raw_path = request.scope.get("raw_path") or quote(request.url.path).encode()
+    query = request.scope.get("query_string", b"")
+    target = (raw_path + (b"?" + query if query else b"")).decode("latin-1")
+    # The body is only read when there is a signature to check it against.
+    body = await request.body() if signature else b""
+    return SignedRequest(method=request.method, target=target, body=body, signature=signature, timestamp=timestamp)
+
+
+async def _spend(request: Request, principal: Principal) -> None:
+    limit = services(request).settings.rate_limit_per_minute
+    if limit == 0:
+        return
+    budget = await services(request).limiter.hit(principal.key_id, limit)
+    # The router's wrapper copies these onto whatever response the request ends with.
+    request.scope[BUDGET_SCOPE_KEY] = budget
+    if not budget.allowed:
+        raise TooManyAttempts(
+            f"this API key made more than {limit} requests this minute; try again in a moment",
+            retry_after=budget.retry_after,
+        )
 
 
 def base_url(request: Request) -> str:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from photodrop.context import Principal
-from photodrop.errors import NotFound
 from photodrop.models import (
     DeliveryStatus,
     EventWebhook,
@@ -21,7 +19,7 @@ from photodrop.web.api import (
     respond,
     services,
 )
-from photodrop.web.rest.common import api, caller
+from photodrop.web.rest.common import api, caller, caller_in_project
 from photodrop.web.shapes import (
     EventWebhookListOut,
     EventWebhookOut,
@@ -60,14 +58,6 @@ def _project_out(project: Project) -> ProjectOut:
     )
 
 
-async def _own_project(request: Request) -> Principal:
-    """The caller's principal, once the project in the path is the key's own (else 404, like a missing one)."""
-    principal = await caller(request)
-    if request.path_params["project_id"] != principal.project_id:
-        raise NotFound("no such project", param="project_id")
-    return principal
-
-
 def _webhook_out(row: EventWebhook) -> dict[str, object]:
     return EventWebhookOut.model_validate(row).model_dump(mode="json", by_alias=True)
 
@@ -81,7 +71,7 @@ def _webhook_out(row: EventWebhook) -> dict[str, object]:
     errors=(400, 404),
 )
 async def create_webhook(request: Request) -> Response:
-    principal = await _own_project(request)
+    principal = await caller_in_project(request)
     row = await webhooks.create_webhook(services(request), principal, await read_json(request))
     return JSONResponse(_webhook_out(row), status_code=201)
 
@@ -94,7 +84,7 @@ async def create_webhook(request: Request) -> Response:
     errors=(404,),
 )
 async def list_webhooks(request: Request) -> Response:
-    principal = await _own_project(request)
+    principal = await caller_in_project(request)
     return JSONResponse([_webhook_out(row) for row in await webhooks.list_webhooks(services(request), principal)])
 
 
@@ -107,7 +97,7 @@ async def list_webhooks(request: Request) -> Response:
     errors=(400, 404),
 )
 async def update_webhook(request: Request) -> Response:
-    principal = await _own_project(request)
+    principal = await caller_in_project(request)
     row = await webhooks.update_webhook(
         services(request), principal, request.path_params["id"], await read_json(request)
     )
@@ -122,7 +112,7 @@ async def update_webhook(request: Request) -> Response:
     errors=(404,),
 )
 async def delete_webhook(request: Request) -> Response:
-    principal = await _own_project(request)
+    principal = await caller_in_project(request)
     await webhooks.delete_webhook(services(request), principal, request.path_params["id"])
     return Response(status_code=204)
 
@@ -135,7 +125,7 @@ async def delete_webhook(request: Request) -> Response:
     errors=(404,),
 )
 async def test_webhook(request: Request) -> Response:
-    principal = await _own_project(request)
+    principal = await caller_in_project(request)
     message = await notifications.test_webhook(services(request), principal, request.path_params["id"])
     return respond(MessageOut(message=message))
 
@@ -149,7 +139,7 @@ async def test_webhook(request: Request) -> Response:
     errors=(400, 404),
 )
 async def webhook_deliveries(request: Request) -> Response:
-    principal = await _own_project(request)
+    principal = await caller_in_project(request)
     query = parse_query(request, PageQuery)
     rows, total = await webhooks.webhook_notifications(
         services(request), principal, request.path_params["id"], page=query.page, limit=query.limit
@@ -171,7 +161,7 @@ async def webhook_deliveries(request: Request) -> Response:
     errors=(404, 409),
 )
 async def retry_webhook_delivery(request: Request) -> Response:
-    principal = await _own_project(request)
+    principal = await caller_in_project(request)
     await notifications.retry(
         services(request), principal, request.path_params["id"], request.path_params["delivery_id"]
     )

@@ -23,14 +23,14 @@ async def list_waiting(request: Request) -> Response:
     return respond(PullListOut(images=[PullImageOut.model_validate(i, from_attributes=True) for i in images]))
 
 
-async def _download(request: Request, image_id: str) -> Response:
-    image, chunks = await pull.open_image(services(request), await caller(request), image_id)
+async def _download(request: Request, image_id: str, session_id: str | None = None) -> Response:
+    image, chunks = await pull.open_image(services(request), await caller(request), image_id, session_id=session_id)
     headers = {"Content-Disposition": f'attachment; filename="{image.filename}"', "X-Aptr-Sha256": image.sha256}
     return StreamingResponse(chunks, media_type=image.mime_type, headers=headers)
 
 
-async def _ack(request: Request, image_id: str) -> Response:
-    await pull.acknowledge(services(request), await caller(request), image_id)
+async def _ack(request: Request, image_id: str, session_id: str | None = None) -> Response:
+    await pull.acknowledge(services(request), await caller(request), image_id, session_id=session_id)
     return respond(AckOut())
 
 
@@ -42,7 +42,7 @@ async def _ack(request: Request, image_id: str) -> Response:
     errors=(404, 410),
 )
 async def download_session_image(request: Request) -> Response:
-    return await _download(request, request.path_params["image_id"])
+    return await _download(request, request.path_params["image_id"], request.path_params["id"])
 
 
 @api.route(
@@ -53,7 +53,7 @@ async def download_session_image(request: Request) -> Response:
     errors=(404, 409),
 )
 async def ack_session_image(request: Request) -> Response:
-    return await _ack(request, request.path_params["image_id"])
+    return await _ack(request, request.path_params["image_id"], request.path_params["id"])
 
 
 @api.route(

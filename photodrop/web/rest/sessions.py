@@ -5,11 +5,10 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from photodrop.models import (
-    SessionCreate,
-)
-from photodrop.qr import QrOptions, render_qr
-from photodrop.resolvers import pull, sessions, uploads
+from photodrop.context import Principal
+from photodrop.models import SessionCreate, UploadSession
+from photodrop.qr import QrOptions, qr_options, render_qr
+from photodrop.resolvers import pull, session_rows, sessions, uploads
 from photodrop.resolvers.projects import project_logo
 from photodrop.web.api import (
     MULTIPART_IMAGES,
@@ -21,15 +20,22 @@ from photodrop.web.api import (
 )
 from photodrop.web.rest.common import UNLOCK_COOKIE, api, base_url, caller, set_unlock_cookie
 from photodrop.web.shapes import (
+    CreatedSessionOut,
     LentImageOut,
     PasswordCheck,
     PasswordResult,
     PollOut,
     PollQuery,
+    RecentQuery,
+    RecentSessionsOut,
+    SessionListing,
     SessionListOut,
     SessionListQuery,
     SessionOut,
-    UploadOut,
+    SessionPageOut,
+    SessionRowOut,
+    UploadResultOut,
+    session_links,
 )
 
 
@@ -38,26 +44,52 @@ from photodrop.web.shapes import (
     "/sessions",
     summary="Create an upload session",
     body=SessionCreate,
-    responses={201: SessionOut},
+    responses={201: CreatedSessionOut},
     errors=(400,),
 )
 async def create_session(request: Request) -> Response:
+    return await created(request)
+
+
+async def created(request: Request) -> Response:
+    """Create a session from the JSON body: the one handler behind every create path."""
     principal = await caller(request)
     session = await sessions.create_session(services(request), principal, await read_json(request))
-    return respond(SessionOut.of(session, base_url(request)), 201)
+    return await respond_created(request, session, principal, 201)
+
+
+async def respond_created(request: Request, session: UploadSession, principal: Principal, status: int) -> Response:
+    destinations = await sessions.destinations_of(services(request), session)
+    return respond(CreatedSessionOut.of_created(session, base_url(request), destinations, principal.env), status)
 
 
 @api.route(
     "GET",
     "/sessions",
-    summary="List sessions, newest first",
+    summary=(
+        "List sessions, newest first: numbered pages ({data, total, page, pageSize, totalPages}) when page or "
+        "pageSize is given, or on /api/v1 without limit or starting_after; otherwise the cursor list"
+    ),
     query=SessionListQuery,
-    responses={200: SessionListOut},
+    responses={200: SessionListing},
     errors=(400,),
 )
 async def list_sessions(request: Request) -> Response:
     principal = await caller(request)
     query = parse_query(request, SessionListQuery)
+    if query.wants_pages(request.url.path):
+        numbered = await session_rows.session_page(
+            services(request), principal, page=query.page or 1, page_size=query.pageSize or 20, statuses=query.status
+        )
+        return respond(
+            SessionPageOut(
+                data=[SessionRowOut.of(row, principal.env) for row in numbered.rows],
+                total=numbered.total,
+                page=numbered.page,
+                page_size=numbered.page_size,
+                total_pages=numbered.total_pages,
+            )
+        )
     page = await sessions.list_sessions(
         services(request), principal, statuses=query.status, limit=query.limit, starting_after=query.starting_after
     )
@@ -66,11 +98,26 @@ async def list_sessions(request: Request) -> Response:
     return respond(SessionListOut(data=data, has_more=page.has_more, next_cursor=cursor))
 
 
-@api.route("GET", "/sessions/{id}", summary="Read a session", responses={200: SessionOut}, errors=(404,))
+@api.route(
+    "GET",
+    "/sessions/recent",
+    summary="The most recent sessions as dashboard rows (a bare array)",
+    query=RecentQuery,
+    responses={200: RecentSessionsOut},
+    errors=(400,),
+)
+async def recent_sessions(request: Request) -> Response:
+    principal = await caller(request)
+    query = parse_query(request, RecentQuery)
+    rows = await session_rows.recent_sessions(services(request), principal, limit=query.limit)
+    return respond(RecentSessionsOut([SessionRowOut.of(row, principal.env) for row in rows]))
+
+
+@api.route("GET", "/sessions/{id}", summary="Read a session", responses={200: CreatedSessionOut}, errors=(404,))
 async def get_session(request: Request) -> Response:
     principal = await caller(request)
     session = await sessions.get_session(services(request), principal, request.path_params["id"])
-    return respond(SessionOut.of(session, base_url(request)))
+    return await respond_created(request, session, principal, 200)
 
 
 @api.route(
@@ -126,16 +173,24 @@ async def poll_session(request: Request) -> Response:
 @api.route(
     "GET",
     "/sessions/{id}/qr",
-    summary="The session link as a QR code (PNG or SVG)",
+    summary="The session link as a QR code (PNG, SVG or JPEG)",
     query=QrOptions,
     responses={200: "image/png"},
     errors=(400, 404),
     auth=False,
 )
 async def session_qr(request: Request) -> Response:
-    options = parse_query(request, QrOptions)
-    session = await sessions.find_session(services(request), request.path_params["id"])
-    url = f"{base_url(request)}/s/{session.id}"
+    return await qr_response(request, principal=None)
+
+
+async def qr_response(request: Request, principal: Principal | None) -> Response:
+    """The session's link as a QR image; with a principal, only that project's session."""
+    options = qr_options(request.query_params)
+    if principal is None:
+        session = await sessions.find_session(services(request), request.path_params["id"])
+    else:
+        session = await sessions.get_session(services(request), principal, request.path_params["id"])
+    url = session_links(base_url(request), session.id)["url"]
     logo = await project_logo(services(request), session.project_id) if options.logo else None
     content, media_type = render_qr(url, options, logo=logo)
     return Response(content, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
@@ -144,9 +199,12 @@ async def session_qr(request: Request) -> Response:
 @api.route(
     "POST",
     "/upload/{id}/images",
-    summary="Upload one or more photos (multipart parts named 'file')",
+    summary=(
+        "Upload one or more photos (multipart parts named 'file'); with X-Aptr-Encrypted, each part (or a JSON "
+        "body) is an RSA-OAEP + AES-256-GCM envelope"
+    ),
     body=MULTIPART_IMAGES,
-    responses={201: UploadOut},
+    responses={201: UploadResultOut},
     errors=(400, 404, 409, 410, 413, 415, 422, 429),
     auth=False,
 )
@@ -163,8 +221,10 @@ async def upload_images(request: Request) -> Response:
             unlock_token=request.cookies.get(UNLOCK_COOKIE.format(session_id)),
         ),
         principal=principal,
+        encrypted=bool(request.headers.get("x-aptr-encrypted")),
     )
-    return respond(UploadOut.of(images), 201)
+    session = await sessions.find_session(services(request), session_id)
+    return respond(UploadResultOut.of(images, session), 201)
 
 
 @api.route(
