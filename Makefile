@@ -31,3 +31,4 @@ bench:
 	$(UV) run python bench/create_sessions.py
 	$(UV) run python bench/delivery.py
 	$(UV) run python bench/subscriptions.py
+	$(UV) run python bench/scale_out.py

@@ -83,7 +83,7 @@ def _postgres() -> PostgresDatabases:
 def blank_database_url(tmp_path: Path) -> str:
     """A database on this leg's engine that has no schema yet, for tests of migrations."""
     if ON_POSTGRES:
-        return _postgres().empty()
+        return _postgres().blank()
     return f"sqlite+aiosqlite:///{tmp_path / 'blank.db'}"
 
 

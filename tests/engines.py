@@ -108,11 +108,11 @@ class PostgresDatabases:
         self._made.append(name)
         return name
 
-    def empty(self) -> str:
+    def blank(self) -> str:
         """The SQLAlchemy URL of a new database with no schema at all, dropped when the session ends."""
-        return asyncpg_url(self.admin_url, self._thread.run(self._empty_database()))
+        return asyncpg_url(self.admin_url, self._thread.run(self._blank()))
 
-    async def _empty_database(self) -> str:
+    async def _blank(self) -> str:
         self._count += 1
         name = f"{self.prefix}_{self._count}"
         await self._admin_execute(f"CREATE DATABASE {_ident(name)}")
@@ -124,13 +124,13 @@ class PostgresDatabases:
         name = urlsplit(url).path.lstrip("/")
 
         def schedule() -> None:
-            task = self._thread.loop.create_task(self._empty(name))
+            task = self._thread.loop.create_task(self._truncate(name))
             self._cleaning.add(task)
             task.add_done_callback(self._cleaning.discard)
 
         self._thread.loop.call_soon_threadsafe(schedule)
 
-    async def _empty(self, name: str) -> None:
+    async def _truncate(self, name: str) -> None:
         # Connections a test left open would hold locks TRUNCATE waits for.
         await self._admin_execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
