@@ -12,13 +12,13 @@ lint:
 	$(UV) run ruff format --check photodrop tests bench
 	$(UV) run mypy
 
-# The suite runs twice: on the embedded set-up, then on the scale-out one (PostgreSQL, Redis and
-# S3 staging; see "Testing" in README.md). Either leg runs alone as test-sqlite or test-postgres.
+# The suite runs twice, both legs at once (much of each is waiting on sockets and subprocesses): on
+# the embedded set-up and on the scale-out one (PostgreSQL, Redis and S3 staging; see "Testing" in
+# README.md). Either leg runs alone as test-sqlite or test-postgres; each prints its own report.
 test: lint
 	./scripts/ensure-chromium
 	[ -d node_modules/azurite ] || npm ci --silent --no-audit --no-fund
-	$(MAKE) test-sqlite
-	$(MAKE) test-postgres
+	$(MAKE) -j2 --output-sync=target test-sqlite test-postgres
 
 test-sqlite:
 	PHOTODROP_TEST_ENGINE=sqlite $(UV) run pytest

@@ -408,7 +408,29 @@ def supported_mime_types(value: list[str]) -> list[str]:
     return chosen
 
 
-class SessionCreate(BaseModel):
+class _SessionLimits(BaseModel):
+    """The rules creating and changing a session share: a future expiry, a bounded ``max_images``
+    and image types photodrop takes. Each subclass declares the fields with its own defaults."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    @field_validator("expires_at", mode="after", check_fields=False)
+    @classmethod
+    def _future_expiry(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else checked_expiry(value)
+
+    @field_validator("max_images", mode="after", check_fields=False)
+    @classmethod
+    def _within_limit(cls, value: int | None, info: ValidationInfo) -> int | None:
+        return within_images_limit(value, info)
+
+    @field_validator("allowed_mime_types", mode="after", check_fields=False)
+    @classmethod
+    def _supported_types(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else supported_mime_types(value)
+
+
+class SessionCreate(_SessionLimits):
     """What a caller may ask for when creating a session; every front door validates with this.
 
     The largest ``max_images`` a deployment allows comes in the validation context
@@ -441,21 +463,6 @@ class SessionCreate(BaseModel):
             return max(1, int((self.expires_at - now).total_seconds())), self.expires_at
         seconds = self.expires_in or (self.expires_in_hours or 0) * 3600 or DEFAULT_LIFETIME_SECONDS
         return seconds, now + timedelta(seconds=seconds)
-
-    @field_validator("expires_at", mode="after")
-    @classmethod
-    def _future_expiry(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else checked_expiry(value)
-
-    @field_validator("max_images", mode="after")
-    @classmethod
-    def _within_limit(cls, value: int | None, info: ValidationInfo) -> int | None:
-        return within_images_limit(value, info)
-
-    @field_validator("allowed_mime_types", mode="after")
-    @classmethod
-    def _supported_types(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else supported_mime_types(value)
 
     @field_validator("tags", mode="after")
     @classmethod
@@ -512,7 +519,7 @@ class SessionCreate(BaseModel):
         return self
 
 
-class SessionUpdate(BaseModel):
+class SessionUpdate(_SessionLimits):
     """What may change on an open session; a field left out stays as it is, ``password: null`` removes it."""
 
     model_config = ConfigDict(extra="ignore")
@@ -524,18 +531,3 @@ class SessionUpdate(BaseModel):
     # Accepted for compatibility; photodrop's file-size limit is deployment-wide (PHOTODROP_MAX_IMAGE_BYTES).
     max_image_size_mb: StrictInt | None = Field(default=None, ge=1, le=MAX_IMAGE_SIZE_MB)
     password: StrictStr | None = Field(default=None, min_length=4, max_length=128)
-
-    @field_validator("expires_at", mode="after")
-    @classmethod
-    def _future_expiry(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else checked_expiry(value)
-
-    @field_validator("max_images", mode="after")
-    @classmethod
-    def _within_limit(cls, value: int | None, info: ValidationInfo) -> int | None:
-        return within_images_limit(value, info)
-
-    @field_validator("allowed_mime_types", mode="after")
-    @classmethod
-    def _supported_types(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else supported_mime_types(value)

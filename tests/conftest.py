@@ -40,7 +40,10 @@ ON_POSTGRES = ENGINE == "postgres"
 POSTGRES_URL = os.environ.get("PHOTODROP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("PHOTODROP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Names this run's databases: CI sets one per run, so two runs on one server never meet.
-DATABASE_PREFIX = os.environ.get("PHOTODROP_TEST_DATABASE_PREFIX") or f"photodrop_test_{secrets.token_hex(4)}"
+# The engine is part of the name because CI runs both legs at once, each with databases of its own.
+DATABASE_PREFIX = (
+    os.environ.get("PHOTODROP_TEST_DATABASE_PREFIX") or f"photodrop_test_{secrets.token_hex(4)}"
+) + f"_{ENGINE[:2]}"
 
 SEED_SESSION: dict[str, Any] = {
     "delivery_mode": "webhook",

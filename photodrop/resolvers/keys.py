@@ -14,7 +14,7 @@ from sqlmodel import col, select
 
 from photodrop.context import Principal, Services
 from photodrop.errors import InvalidInput, NotFound, StateConflict, validated
-from photodrop.models import ApiKey, Destination, KeyEnv, SessionCreate, utcnow
+from photodrop.models import ApiKey, Destination, KeyEnv, supported_mime_types, utcnow
 from photodrop.resolvers.destinations import active_destinations
 from photodrop.resolvers.projects import IssuedKey, issue_key, seal_signing_secret
 from photodrop.signing import new_signing_secret
@@ -40,7 +40,7 @@ class _KeyFields(BaseModel):
     @classmethod
     def _supported(cls, value: list[str] | None) -> list[str] | None:
         # The same rule a session's own allowed_mime_types follows.
-        return SessionCreate._supported_types(value)
+        return None if value is None else supported_mime_types(value)
 
 
 class KeyCreate(_KeyFields):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -12,6 +11,7 @@ from sqlmodel import col, select
 from photodrop.context import Principal, Services
 from photodrop.errors import InvalidInput
 from photodrop.models import Delivery, DeliveryStatus, Project, SessionStatus, UploadSession
+from photodrop.resolvers.paging import Page
 from photodrop.resolvers.sessions import expire_due_sessions, fan_out
 
 MAX_PAGE_SIZE = 100
@@ -30,18 +30,6 @@ class SessionRow:
         return fan_out(self.session)[0]
 
 
-@dataclass(frozen=True)
-class RowPage:
-    rows: list[SessionRow]
-    total: int
-    page: int
-    page_size: int
-
-    @property
-    def total_pages(self) -> int:
-        return math.ceil(self.total / self.page_size)
-
-
 async def session_page(
     services: Services,
     principal: Principal,
@@ -49,7 +37,7 @@ async def session_page(
     page: int = 1,
     page_size: int = 20,
     statuses: Sequence[SessionStatus] | None = None,
-) -> RowPage:
+) -> Page[SessionRow]:
     """Page ``page`` (from 1) of the project's sessions, newest first, ``page_size`` to a page."""
     if page < 1:
         raise InvalidInput("page must be 1 or more", param="page")
@@ -69,7 +57,7 @@ async def session_page(
             .limit(page_size)
         )
         sessions = list((await s.exec(query)).all())
-    return RowPage(rows=await _rows(services, principal, sessions), total=total, page=page, page_size=page_size)
+    return Page(rows=await _rows(services, principal, sessions), total=total, page=page, page_size=page_size)
 
 
 async def recent_sessions(services: Services, principal: Principal, *, limit: int = 10) -> list[SessionRow]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,6 +12,7 @@ from sqlmodel import col, select
 from photodrop.context import Principal, Services
 from photodrop.errors import InvalidInput
 from photodrop.models import ApiKey, Delivery, DeliveryMode, DeliveryStatus, Image, Project, UploadSession, utcnow
+from photodrop.resolvers.paging import Page
 
 MAX_PAGE_SIZE = 100
 MAX_RECENT = 50
@@ -69,18 +69,6 @@ class UploadRow:
         return "partial" if self.delivered + self.failed == total else "pending"
 
 
-@dataclass(frozen=True)
-class UploadPage:
-    rows: list[UploadRow]
-    total: int
-    page: int
-    page_size: int
-
-    @property
-    def total_pages(self) -> int:
-        return math.ceil(self.total / self.page_size)
-
-
 async def project_stats(services: Services, principal: Principal, *, now: datetime | None = None) -> ProjectStats:
     """The caller's project in numbers; "this month" is the calendar month in UTC."""
     month_start = (now or utcnow()).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -119,7 +107,9 @@ async def project_stats(services: Services, principal: Principal, *, now: dateti
     )
 
 
-async def upload_page(services: Services, principal: Principal, *, page: int = 1, page_size: int = 20) -> UploadPage:
+async def upload_page(
+    services: Services, principal: Principal, *, page: int = 1, page_size: int = 20
+) -> Page[UploadRow]:
     """Page ``page`` (from 1) of the project's uploaded images, newest first."""
     if page < 1:
         raise InvalidInput("page must be 1 or more", param="page")
@@ -139,7 +129,7 @@ async def upload_page(services: Services, principal: Principal, *, page: int = 1
     for delivery in deliveries:
         by_image.setdefault(delivery.image_id, []).append(delivery)
     rows = [UploadRow(image, name, by_image.get(image.id, [])) for image in images]
-    return UploadPage(rows=rows, total=total, page=page, page_size=page_size)
+    return Page(rows=rows, total=total, page=page, page_size=page_size)
 
 
 async def recent_uploads(services: Services, principal: Principal, *, limit: int = 10) -> list[UploadRow]:
