@@ -208,7 +208,9 @@ def test_sign_in_refuses_a_wrong_key_then_signs_in_and_out(tab: Tab, key: str) -
     expect(page).to_have_url(re.compile(r"/dashboard/login$"))
 
 
-def test_the_list_shows_a_new_session_and_its_photos_as_they_happen(tab: Tab, server: LiveServer, key: str) -> None:
+def test_the_list_shows_a_new_session_and_its_photos_as_they_happen(
+    tab: Tab, browser: Browser, server: LiveServer, key: str
+) -> None:
     page = tab.page
     sign_in(page, key)
     wait_live(page)
@@ -218,12 +220,27 @@ def test_the_list_shows_a_new_session_and_its_photos_as_they_happen(tab: Tab, se
     expect(row.locator(".count")).to_have_text("0 / 2 photos")
     expect(row.locator(".remaining")).to_contain_text("left")
 
-    upload_photo(server, session["id"])
-    expect(row.locator(".count")).to_have_text("1 / 2 photos")
-    expect(row.locator(".pill")).to_have_text("active")
-    upload_photo(server, session["id"])
-    expect(row.locator(".pill")).to_have_text("completed")
-    expect(row.locator(".remaining")).to_have_text("Completed")
+    # A phone, in a browser context of its own, sends the photos from the upload page.
+    phone_context = browser.new_context(
+        base_url=server.url, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    )
+    phone_context.set_default_timeout(TIMEOUT_MS)
+    phone = Tab(phone_context.new_page(), phone_context, [])
+    watch(phone)
+    try:
+        phone.page.goto(f"/s/{session['id']}")
+        first = {"name": "first.jpg", "mimeType": "image/jpeg", "buffer": image_bytes(size=(640, 480))}
+        phone.page.locator("#gallery").set_input_files([first])
+        expect(phone.page.locator("#queue .status")).to_have_text(["Sent"])
+        expect(row.locator(".count")).to_have_text("1 / 2 photos")
+        expect(row.locator(".pill")).to_have_text("active")
+        second = {"name": "second.jpg", "mimeType": "image/jpeg", "buffer": image_bytes(size=(640, 480))}
+        phone.page.locator("#gallery").set_input_files([second])
+        expect(row.locator(".pill")).to_have_text("completed")
+        expect(row.locator(".remaining")).to_have_text("Completed")
+        assert phone.errors == []
+    finally:
+        phone_context.close()
     # The newest session comes first.
     expect(page.locator("#sessions li").first).to_have_attribute("data-session-id", session["id"])
 
