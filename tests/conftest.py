@@ -31,6 +31,7 @@ from photodrop.config import Settings
 from photodrop.context import Services
 from photodrop.models import KeyEnv, UploadSession
 from photodrop.resolvers.projects import create_key
+from tests.delivery.receiver import Receiver, receiving
 from tests.engines import MotoS3, PostgresDatabases
 
 ENGINE = os.environ.get("PHOTODROP_TEST_ENGINE", "sqlite")
@@ -251,3 +252,10 @@ def files_under(path: Path) -> list[Path]:
 
 
 ImageMaker = Callable[..., bytes]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A webhook receiver on a real loopback socket, for the tests that deliver to one."""
+    async with receiving() as running:
+        yield running

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from photodrop.events import EveryEvent, session_channel
 from photodrop.models import Delivery, KeyEnv, utcnow
 from photodrop.resolvers.projects import create_key
 from tests.conftest import bearer, image_bytes, make_settings, new_session, upload
-from tests.delivery.receiver import Receiver, receiving
+from tests.delivery.receiver import Receiver
 
 pytestmark = pytest.mark.anyio
 
@@ -123,12 +122,6 @@ async def test_live_subscriptions_and_held_long_polls_are_gauged(
         assert (await client.post(f"/v1/sessions/{session['id']}/complete", headers=bearer(key))).status_code == 200
     assert answers[0].status_code == 200
     assert value(await scrape(client), "photodrop_long_polls_held") == 0
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with receiving() as running:
-        yield running
 
 
 async def test_delivery_attempts_are_counted_by_kind_and_outcome(tmp_path: Path, receiver: Receiver) -> None:

@@ -11,7 +11,7 @@ import re
 import secrets
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from sqlmodel import select
 from photodrop.db import Database
 from photodrop.models import Delivery, DeliveryAttempt, DeliveryStatus, Image
 from tests.conftest import REDIS_URL, bearer, files_under, image_bytes, moto, postgres_database
-from tests.delivery.receiver import Receiver, receiving
+from tests.delivery.receiver import Receiver
 from tests.live import LiveServer, photodrop_env
 from tests.test_processes import WorkerProcess
 
@@ -132,12 +132,6 @@ async def _rows(database_url: str, session_id: str) -> tuple[list[Image], list[D
         return images, deliveries, attempts
     finally:
         await db.dispose()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with receiving() as running:
-        yield running
 
 
 async def test_two_servers_and_two_workers_share_one_deployment(deployment: Deployment, receiver: Receiver) -> None:

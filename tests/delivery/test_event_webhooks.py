@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from standardwebhooks import Webhook
 
 from photodrop.config import Settings
 from tests.conftest import bearer, make_settings, new_session, upload
-from tests.delivery.receiver import Receiver, receiving
+from tests.delivery.receiver import Receiver
 
 pytestmark = pytest.mark.anyio
 
@@ -24,12 +23,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path, run_worker=True, webhook_allow_private=True, delivery_poll_interval=0.1)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with receiving() as running:
-        yield running
 
 
 async def _project(client: httpx.AsyncClient, key: str) -> str:

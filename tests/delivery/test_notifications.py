@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -16,7 +15,7 @@ from photodrop.config import Settings
 from photodrop.context import Services
 from photodrop.models import Notification
 from tests.conftest import backdate, bearer, image_bytes, make_settings, new_session, upload
-from tests.delivery.receiver import Receiver, receiving
+from tests.delivery.receiver import Receiver
 
 pytestmark = pytest.mark.anyio
 
@@ -26,12 +25,6 @@ def settings(tmp_path: Path) -> Settings:
     return make_settings(
         tmp_path, run_worker=True, webhook_allow_private=True, delivery_schedule="0,0.2", delivery_poll_interval=0.1
     )
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with receiving() as running:
-        yield running
 
 
 async def test_completion_is_announced_with_every_image(

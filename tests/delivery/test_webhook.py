@@ -22,17 +22,11 @@ from photodrop.delivery.base import DeliveryContext, open_destination
 from photodrop.delivery.errors import DestinationUnavailable, Gone, RateLimited, Rejected
 from tests.conftest import image_bytes
 from tests.delivery.conftest import make_payload
-from tests.delivery.receiver import Receiver, receiving
+from tests.delivery.receiver import Receiver
 
 pytestmark = pytest.mark.anyio
 
 PHOTO = image_bytes("JPEG", (120, 80))
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with receiving() as running:
-        yield running
 
 
 def _destination(receiver: Receiver, context: DeliveryContext, **config: Any) -> webhook.WebhookDestination:

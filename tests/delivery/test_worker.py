@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -36,12 +35,6 @@ def settings(tmp_path: Path) -> Settings:
         delivery_schedule="0,0.2,0.2",
         delivery_poll_interval=0.1,
     )
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with receiving() as running:
-        yield running
 
 
 async def _until(services: Services, session_id: str, *types: str, count: int = 1) -> list[Envelope]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -13,7 +12,7 @@ from photodrop.config import Settings
 from photodrop.context import Services
 from photodrop.resolvers.projects import get_project
 from tests.conftest import bearer, make_settings
-from tests.delivery.receiver import Receiver, receiving
+from tests.delivery.receiver import Receiver
 from tests.sdk.conftest import call
 
 pytestmark = pytest.mark.anyio
@@ -24,12 +23,6 @@ S3 = {"bucket": "claims", "accessKeyId": "AKIAEXAMPLE", "secretAccessKey": "s3cr
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path, webhook_allow_private=True)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with receiving() as running:
-        yield running
 
 
 async def project_id(services: Services) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from photodrop.config import Settings
 from photodrop.context import Services
 from photodrop.resolvers.projects import get_project
 from tests.conftest import bearer, make_settings, new_session, upload
-from tests.delivery.receiver import Receiver, receiving
+from tests.delivery.receiver import Receiver
 from tests.sdk.conftest import call
 
 pytestmark = pytest.mark.anyio
@@ -27,12 +26,6 @@ def settings(tmp_path: Path) -> Settings:
     return make_settings(
         tmp_path, run_worker=True, webhook_allow_private=True, delivery_poll_interval=0.1, delivery_schedule="0"
     )
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with receiving() as running:
-        yield running
 
 
 async def settled(sdk: Apertur, count: int) -> list[dict[str, Any]]:

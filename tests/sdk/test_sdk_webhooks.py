@@ -4,7 +4,6 @@ arrives at a real receiver checked with the SDK's own signature verifiers."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from photodrop.config import Settings
 from photodrop.context import Services
 from photodrop.resolvers.projects import get_project
 from tests.conftest import make_settings, new_session, upload
-from tests.delivery.receiver import Received, Receiver, receiving
+from tests.delivery.receiver import Received, Receiver
 from tests.sdk.conftest import call
 
 pytestmark = pytest.mark.anyio
@@ -26,12 +25,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path, run_worker=True, webhook_allow_private=True, delivery_poll_interval=0.1)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with receiving() as running:
-        yield running
 
 
 async def project_id(services: Services) -> str:
