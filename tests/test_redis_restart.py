@@ -21,7 +21,7 @@ from photodrop.models import KeyEnv, SessionStatus, UploadSession
 from photodrop.resolvers.live import watch_session
 from photodrop.resolvers.projects import create_key
 from photodrop.resolvers.sessions import complete_session, create_session
-from tests.conftest import make_settings
+from tests.conftest import make_settings, postgres_database
 from tests.live import free_port
 
 pytestmark = [
@@ -148,11 +148,12 @@ async def test_an_event_feed_gets_each_missed_event_once_after_a_restart(
 
 
 async def test_postgres_listen_notify_carries_events_between_buses(tmp_path: Path) -> None:
-    """The broadcast without Redis: two buses (two processes' worth) over LISTEN/NOTIFY."""
+    """The broadcast without Redis: two buses (two processes' worth) over LISTEN/NOTIFY.
+
+    Whichever leg runs, it takes a PostgreSQL database of its own, since it is about PostgreSQL.
+    """
     settings = make_settings(tmp_path)
-    if settings.resolved_database_url.startswith("sqlite"):
-        pytest.skip("LISTEN/NOTIFY needs PostgreSQL: runs on the postgres leg")
-    url = settings.resolved_database_url.replace("postgresql+asyncpg://", "postgres://", 1)
+    url = postgres_database().replace("postgresql+asyncpg://", "postgres://", 1)
     async with AsyncExitStack() as stack:
         buses = [EventBus(open_backend(url), channel_prefix=settings.broadcast_channel_prefix) for _ in range(2)]
         for bus in buses:
