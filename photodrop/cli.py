@@ -24,7 +24,7 @@ from photodrop.db import Database
 from photodrop.delivery.worker import DeliveryWorker
 from photodrop.errors import PhotodropError
 from photodrop.metrics import Metrics, empty_directory
-from photodrop.models import KeyEnv
+from photodrop.models import KeyEnv, Project
 from photodrop.resolvers import projects
 
 T = TypeVar("T")
@@ -154,10 +154,14 @@ def keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def project_show(settings: Settings, args: argparse.Namespace) -> int:
-    project = _run(settings, lambda services: projects.get_project(services, project_name=args.project))
+    async def show(services: Services) -> tuple[Project, str]:
+        project = await projects.get_project(services, project_name=args.project)
+        return project, projects.webhook_secret_of(services, project)
+
+    project, secret = _run(settings, show)
     print(f"id:             {project.id}")
     print(f"name:           {project.name}")
-    print(f"webhook secret: {project.webhook_secret}")
+    print(f"webhook secret: {secret}")
     print(f"logo:           {'set' if project.logo_png else 'default mark'}")
     return 0
 
@@ -173,7 +177,7 @@ def migrate(settings: Settings, args: argparse.Namespace) -> int:
     database = Database.from_settings(settings)
 
     async def main() -> None:
-        await database.migrate()
+        await database.migrate(settings)
         await database.dispose()
 
     asyncio.run(main())

@@ -44,7 +44,7 @@ class Principal:
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """Everything ``settings`` describes, connected and migrated, closed again on the way out."""
     database = Database.from_settings(settings)
-    await database.migrate()
+    await database.migrate(settings)
     settings.spool_dir.mkdir(parents=True, exist_ok=True)
     bus = EventBus.from_settings(settings, database)
     await bus.connect()

@@ -79,16 +79,18 @@ class Database:
         async with self._write_queue, self._writes() as session, session.begin():
             yield session
 
-    async def migrate(self) -> None:
+    async def migrate(self, settings: Settings | None = None) -> None:
         """Bring the schema to the newest revision.
 
-        On PostgreSQL an advisory lock makes processes that start together migrate one after
-        another: the later ones then find the schema current instead of racing to create it.
+        ``settings`` open and seal stored secrets for the revisions that re-seal them; a database
+        with no such rows migrates without. On PostgreSQL an advisory lock makes processes that
+        start together migrate one after another: the later ones then find the schema current
+        instead of racing to create it.
         """
         async with self.engine.begin() as conn:
             if not self.is_sqlite:
                 await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
-            await conn.run_sync(_upgrade)
+            await conn.run_sync(_upgrade, settings)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -100,16 +102,17 @@ def _with_async_driver(url: str) -> str:
     return f"postgresql+asyncpg{sep}{rest}" if scheme in ("postgres", "postgresql") else url
 
 
-def alembic_config() -> Config:
+def alembic_config(connection: Connection | None = None, settings: Settings | None = None) -> Config:
+    """Alembic's configuration; revisions that re-seal stored secrets read ``settings`` from it."""
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.attributes["connection"] = connection
+    config.attributes["settings"] = settings
     return config
 
 
-def _upgrade(connection: Connection) -> None:
-    config = alembic_config()
-    config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+def _upgrade(connection: Connection, settings: Settings | None) -> None:
+    command.upgrade(alembic_config(connection, settings), "head")
 
 
 def _configure_sqlite(engine: Any) -> None:

@@ -119,9 +119,10 @@ class KeyEnv(StrEnum):
 class Project(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=40)
     name: str = Field(sa_column=Column(String(100), unique=True, nullable=False))
-    webhook_secret: str = Field(max_length=80)
+    # Sealed like destination credentials (crypto.seal_text); resolvers.projects opens them.
+    webhook_secret_encrypted: str
     # The secret a rotation replaced, still signing alongside the new one until it lapses.
-    previous_webhook_secret: str | None = Field(default=None, max_length=80)
+    previous_webhook_secret_encrypted: str | None = None
     previous_secret_expires_at: datetime | None = _when(nullable=True)
     logo_png: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     created_at: datetime = _when()
@@ -269,7 +270,7 @@ class EventWebhook(SQLModel, table=True):
     project_id: str = Field(foreign_key="project.id", index=True, max_length=40)
     url: str = Field(max_length=2048)
     topics: list[str] = Field(sa_column=Column(JSON, nullable=False))
-    secret: str = Field(max_length=128)
+    secret_encrypted: str  # sealed (crypto.seal_text); resolvers.webhooks.secret_of opens it
     signature_method: SignatureMethod = _enum(SignatureMethod)
     is_active: bool = True
     max_retries: int = 5

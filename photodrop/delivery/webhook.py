@@ -34,6 +34,9 @@ _METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00
 
 
 class WebhookConfig(DestinationConfig):
+    # Custom headers often carry a receiver's credentials (Authorization: Bearer ...).
+    secret_fields = ("headers",)
+
     url: str = Field(max_length=2048)
     format: Literal["json_base64", "multipart", "binary"] = "json_base64"
     headers: dict[str, str] = Field(default_factory=dict, max_length=20)

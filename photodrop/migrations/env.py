@@ -39,7 +39,9 @@ async def _run_standalone() -> None:
     from photodrop.config import Settings
     from photodrop.db import Database
 
-    database = Database.from_settings(Settings())
+    settings = Settings()
+    context.config.attributes["settings"] = settings  # revisions that re-seal secrets need its key
+    database = Database.from_settings(settings)
     async with database.engine.connect() as connection:
         await connection.run_sync(_run)
         await connection.commit()

@@ -28,6 +28,7 @@ from photodrop.models import (
 )
 from photodrop.resolvers import outbox
 from photodrop.resolvers.destinations import decrypt_config
+from photodrop.resolvers.projects import signing_secrets
 
 # Pull-mode deliveries wait for the API client to fetch them; no worker sends them.
 PUSHED = [mode.value for mode in DeliveryMode if mode is not DeliveryMode.POLL]
@@ -82,15 +83,8 @@ async def prepare(services: Services, delivery: Delivery) -> Job:
         tags=tags_as_object(session.tags),
         chunks=chunks,
     )
-    context = DeliveryContext(settings=services.settings, signing_secrets=signing_secrets(project))
+    context = DeliveryContext(settings=services.settings, signing_secrets=signing_secrets(services, project))
     return Job(delivery=delivery, kind=delivery.kind.value, config=config, context=context, payload=payload)
-
-
-def signing_secrets(project: Project) -> tuple[str, ...]:
-    """The project's webhook secret, then the one it replaced while that is still honoured."""
-    previous = project.previous_webhook_secret
-    still_valid = project.previous_secret_expires_at is not None and project.previous_secret_expires_at > utcnow()
-    return (project.webhook_secret, previous) if previous and still_valid else (project.webhook_secret,)
 
 
 def tags_as_object(tags: dict[str, str] | list[str] | None) -> dict[str, str]:

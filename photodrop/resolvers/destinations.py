@@ -16,6 +16,7 @@ from photodrop.delivery.errors import DeliveryError
 from photodrop.errors import InvalidInput, NotFound, StateConflict, validated
 from photodrop.ids import new_id
 from photodrop.models import Delivery, DeliveryMode, DeliveryStatus, Destination, Project, utcnow
+from photodrop.resolvers.projects import signing_secrets
 
 MASK = "••••"
 
@@ -61,10 +62,26 @@ def decrypt_config(services: Services, sealed: str) -> dict[str, Any]:
 
 
 def masked_config(services: Services, destination: Destination) -> dict[str, Any]:
-    """The configuration with every credential reduced to its last four characters."""
+    """The configuration with every credential reduced to its last four characters; a secret
+    field that maps names to values (a webhook's ``headers``) keeps its names, each value masked."""
     config = decrypt_config(services, destination.config_encrypted)
     secret_fields = destination_class(destination.kind.value).Config.secret_fields
-    return {key: (MASK + str(value)[-4:] if key in secret_fields and value else value) for key, value in config.items()}
+    return {key: (_masked(value) if key in secret_fields else value) for key, value in config.items()}
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {name: _masked(item) for name, item in value.items()}
+    return MASK + str(value)[-4:] if value else value
+
+
+def _unmasked(value: Any, old: Any) -> Any:
+    """``value`` from an update, where a masked credential (as ``masked_config`` showed it) stands
+    for the stored one, ``old``."""
+    if isinstance(value, dict):
+        before = old if isinstance(old, dict) else {}
+        return {name: _unmasked(item, before.get(name)) for name, item in value.items()}
+    return old if isinstance(value, str) and value.startswith(MASK) else value
 
 
 def _validated_config(kind: DeliveryMode, config: dict[str, Any]) -> dict[str, Any]:
@@ -123,10 +140,7 @@ async def update_destination(services: Services, principal: Principal, destinati
             destination.name = change.name
         if change.config is not None:
             old = decrypt_config(services, destination.config_encrypted)
-            merged = {
-                key: old.get(key) if isinstance(value, str) and value.startswith(MASK) else value
-                for key, value in change.config.items()
-            }
+            merged = {key: _unmasked(value, old.get(key)) for key, value in change.config.items()}
             destination.config_encrypted = crypto.seal(services.settings, _validated_config(current.kind, merged))
         if change.is_active is not None:
             destination.is_active = change.is_active
@@ -166,7 +180,7 @@ async def check_destination(services: Services, principal: Principal, destinatio
     assert project is not None
     cls = destination_class(destination.kind.value)
     config = cls.Config.model_validate(decrypt_config(services, destination.config_encrypted))
-    context = DeliveryContext(settings=services.settings, signing_secrets=(project.webhook_secret,))
+    context = DeliveryContext(settings=services.settings, signing_secrets=signing_secrets(services, project))
     try:
         await cls(config, context).check()
     except DeliveryError as exc:

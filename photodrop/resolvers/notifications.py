@@ -37,8 +37,9 @@ from photodrop.models import (
     utcnow,
 )
 from photodrop.resolvers import outbox
-from photodrop.resolvers.deliveries import signing_secrets, tags_as_object
-from photodrop.resolvers.webhooks import get_webhook, retry_delays, subscribed_name, topic_matches
+from photodrop.resolvers.deliveries import tags_as_object
+from photodrop.resolvers.projects import signing_secrets
+from photodrop.resolvers.webhooks import get_webhook, retry_delays, secret_of, subscribed_name, topic_matches
 
 NOTIFIED = frozenset({"session.active", "session.completed", "session.expired"})
 
@@ -125,7 +126,7 @@ async def send(services: Services, notification: Notification) -> None:
         },
     }
     if notification.webhook_id is None:
-        context = DeliveryContext(settings=services.settings, signing_secrets=signing_secrets(project))
+        context = DeliveryContext(settings=services.settings, signing_secrets=signing_secrets(services, project))
         await WebhookDestination(WebhookConfig(url=notification.url), context).send_event(event.id, document)
         return
     async with services.db.read() as s:
@@ -140,8 +141,9 @@ async def send_to_webhook(services: Services, webhook: EventWebhook, message_id:
     """POST ``document`` to a project event webhook, signed the way it asked (hmac_sha256 or svix)."""
     body = json.dumps(document).encode()
     timestamp = int(time.time())
+    secret = secret_of(services, webhook)
     if webhook.signature_method is SignatureMethod.SVIX:
-        key = bytes.fromhex(webhook.secret)
+        key = bytes.fromhex(secret)
         digest = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
         signed = {
             "svix-id": message_id,
@@ -149,7 +151,7 @@ async def send_to_webhook(services: Services, webhook: EventWebhook, message_id:
             "svix-signature": "v1," + base64.b64encode(digest).decode(),
         }
     else:
-        mac = hmac.new(webhook.secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+        mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
         signed = {"X-Apertur-Signature": f"sha256={mac}", "X-Apertur-Timestamp": str(timestamp)}
     headers = {
         **webhook.custom_headers,

@@ -55,7 +55,12 @@ async def ensure_project(services: Services, *, name: str) -> tuple[Project, boo
         project = (await s.exec(select(Project).where(Project.name == name))).first()
         if project is not None:
             return project, False
-        project = Project(id=new_id("proj"), name=name, webhook_secret=new_webhook_secret(), created_at=utcnow())
+        project = Project(
+            id=new_id("proj"),
+            name=name,
+            webhook_secret_encrypted=crypto.seal_text(services.settings, new_webhook_secret()),
+            created_at=utcnow(),
+        )
         s.add(project)
     return project, True
 
@@ -100,10 +105,25 @@ async def rotate_webhook_secret(services: Services, principal: Principal) -> Pro
     async with services.db.write() as s:
         project = await s.get(Project, principal.project_id)
         assert project is not None
-        project.previous_webhook_secret = project.webhook_secret
+        project.previous_webhook_secret_encrypted = project.webhook_secret_encrypted
         project.previous_secret_expires_at = utcnow() + ROTATION_GRACE
-        project.webhook_secret = new_webhook_secret()
+        project.webhook_secret_encrypted = crypto.seal_text(services.settings, new_webhook_secret())
     return project
+
+
+def webhook_secret_of(services: Services, project: Project) -> str:
+    """The project's current webhook secret, opened from its sealed column."""
+    return crypto.unseal_text(services.settings, project.webhook_secret_encrypted)
+
+
+def signing_secrets(services: Services, project: Project) -> tuple[str, ...]:
+    """The project's webhook secret, then the one it replaced while that is still honoured."""
+    current = webhook_secret_of(services, project)
+    previous = project.previous_webhook_secret_encrypted
+    still_valid = project.previous_secret_expires_at is not None and project.previous_secret_expires_at > utcnow()
+    if previous is None or not still_valid:
+        return (current,)
+    return current, crypto.unseal_text(services.settings, previous)
 
 
 async def any_project_exists(services: Services) -> bool:

@@ -11,6 +11,7 @@ from pydantic.alias_generators import to_camel
 from sqlalchemy import delete, func
 from sqlmodel import col, select
 
+from photodrop import crypto
 from photodrop.context import Principal, Services
 from photodrop.errors import NotFound, validated
 from photodrop.ids import new_id
@@ -121,7 +122,7 @@ async def create_webhook(services: Services, principal: Principal, data: Any) ->
         url=spec.url,
         topics=spec.topics,
         # 64 hex characters, so receivers that hex-decode the secret (svix style) read it too.
-        secret=secrets.token_hex(32),
+        secret_encrypted=crypto.seal_text(services.settings, secrets.token_hex(32)),
         signature_method=spec.signature_method,
         max_retries=spec.max_retries,
         retry_intervals=spec.retry_intervals,
@@ -133,6 +134,11 @@ async def create_webhook(services: Services, principal: Principal, data: Any) ->
     async with services.db.write() as s:
         s.add(webhook)
     return webhook
+
+
+def secret_of(services: Services, webhook: EventWebhook) -> str:
+    """The secret that signs what goes to ``webhook``, opened from its sealed column."""
+    return crypto.unseal_text(services.settings, webhook.secret_encrypted)
 
 
 async def list_webhooks(services: Services, principal: Principal) -> list[EventWebhook]:

@@ -76,7 +76,7 @@ class Query:
 
     @strawberry.field(description="The caller's project, with the secret that signs its webhooks.")
     async def project(self, info: Info) -> Project:
-        return Project.of(await projects.project_of(info.context.services, info.context.require_principal()))
+        return _project(info, await projects.project_of(info.context.services, info.context.require_principal()))
 
     @strawberry.field(description="The project's delivery destinations.")
     async def destinations(self, info: Info) -> list[Destination]:
@@ -160,7 +160,11 @@ class Mutation:
     @strawberry.mutation(description="Issue a new webhook secret; the old one still signs for 24 hours.")
     async def rotate_webhook_secret(self, info: Info) -> Project:
         principal = info.context.require_principal()
-        return Project.of(await projects.rotate_webhook_secret(info.context.services, principal))
+        return _project(info, await projects.rotate_webhook_secret(info.context.services, principal))
+
+
+def _project(info: Info, row: models.Project) -> Project:
+    return Project.of(row, webhook_secret=projects.webhook_secret_of(info.context.services, row))
 
 
 def _destination(info: Info, row: models.Destination) -> Destination:

@@ -234,11 +234,11 @@ class Project:
     created_at: datetime
 
     @classmethod
-    def of(cls, row: models.Project) -> Project:
+    def of(cls, row: models.Project, *, webhook_secret: str) -> Project:
         return cls(
             id=strawberry.ID(row.id),
             name=row.name,
-            webhook_secret=row.webhook_secret,
+            webhook_secret=webhook_secret,
             previous_webhook_secret_expires_at=row.previous_secret_expires_at,
             created_at=row.created_at,
         )

@@ -10,7 +10,7 @@ from apertur import Apertur, NotFoundError, ValidationError, verify_webhook_sign
 
 from photodrop.config import Settings
 from photodrop.context import Services
-from photodrop.resolvers.projects import get_project
+from photodrop.resolvers.projects import get_project, webhook_secret_of
 from tests.conftest import bearer, make_settings
 from tests.delivery.receiver import Receiver
 from tests.sdk.conftest import call
@@ -62,7 +62,7 @@ async def test_testing_a_webhook_destination_sends_it_a_signed_request(
     result = await call(sdk.destinations.test, pid, created["id"])
     assert result["success"] is True
     got = (await receiver.wait_for(1))[0]
-    secret = (await get_project(services, project_name="default")).webhook_secret
+    secret = webhook_secret_of(services, await get_project(services, project_name="default"))
     assert verify_webhook_signature(got.body.decode(), got.headers["x-apertur-signature"], secret)
     receiver.answers.append((500, {}))
     failed = await call(sdk.destinations.test, pid, created["id"])

@@ -34,7 +34,7 @@ from photodrop.web.shapes import (
 @api.route("GET", "/project", summary="The key's project, with its webhook secret", responses={200: ProjectOut})
 async def get_project(request: Request) -> Response:
     principal = await caller(request)
-    return respond(_project_out(await projects.project_of(services(request), principal)))
+    return respond(_project_out(request, await projects.project_of(services(request), principal)))
 
 
 @api.route(
@@ -45,21 +45,22 @@ async def get_project(request: Request) -> Response:
 )
 async def rotate_webhook_secret(request: Request) -> Response:
     principal = await caller(request)
-    return respond(_project_out(await projects.rotate_webhook_secret(services(request), principal)))
+    return respond(_project_out(request, await projects.rotate_webhook_secret(services(request), principal)))
 
 
-def _project_out(project: Project) -> ProjectOut:
+def _project_out(request: Request, project: Project) -> ProjectOut:
     return ProjectOut(
         id=project.id,
         name=project.name,
-        webhook_secret=project.webhook_secret,
+        webhook_secret=projects.webhook_secret_of(services(request), project),
         previous_webhook_secret_expires_at=project.previous_secret_expires_at,
         created_at=project.created_at,
     )
 
 
-def _webhook_out(row: EventWebhook) -> dict[str, object]:
-    return EventWebhookOut.model_validate(row).model_dump(mode="json", by_alias=True)
+def _webhook_out(request: Request, row: EventWebhook) -> dict[str, object]:
+    shaped = EventWebhookOut.model_validate(row.model_dump() | {"secret": webhooks.secret_of(services(request), row)})
+    return shaped.model_dump(mode="json", by_alias=True)
 
 
 @api.route(
@@ -73,7 +74,7 @@ def _webhook_out(row: EventWebhook) -> dict[str, object]:
 async def create_webhook(request: Request) -> Response:
     principal = await caller_in_project(request)
     row = await webhooks.create_webhook(services(request), principal, await read_json(request))
-    return JSONResponse(_webhook_out(row), status_code=201)
+    return JSONResponse(_webhook_out(request, row), status_code=201)
 
 
 @api.route(
@@ -85,7 +86,9 @@ async def create_webhook(request: Request) -> Response:
 )
 async def list_webhooks(request: Request) -> Response:
     principal = await caller_in_project(request)
-    return JSONResponse([_webhook_out(row) for row in await webhooks.list_webhooks(services(request), principal)])
+    return JSONResponse(
+        [_webhook_out(request, row) for row in await webhooks.list_webhooks(services(request), principal)]
+    )
 
 
 @api.route(
@@ -101,7 +104,7 @@ async def update_webhook(request: Request) -> Response:
     row = await webhooks.update_webhook(
         services(request), principal, request.path_params["id"], await read_json(request)
     )
-    return JSONResponse(_webhook_out(row))
+    return JSONResponse(_webhook_out(request, row))
 
 
 @api.route(
