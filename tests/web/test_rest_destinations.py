@@ -10,6 +10,7 @@ from sqlmodel import select
 
 from photodrop.context import Services
 from photodrop.models import Destination
+from photodrop.resolvers.destinations import decrypt_config
 from tests.conftest import bearer, new_session, upload
 
 pytestmark = pytest.mark.anyio
@@ -102,3 +103,33 @@ async def test_testing_an_unreachable_destination_reports_why(client: httpx.Asyn
     made = (await client.post("/v1/destinations", json={**S3, "config": config}, headers=bearer(key))).json()
     result = (await client.post(f"/v1/destinations/{made['id']}/test", headers=bearer(key))).json()
     assert result["success"] is False and result["error"]
+
+
+async def test_webhook_header_values_are_masked_and_kept_when_sent_back_masked(
+    client: httpx.AsyncClient, key: str, services: Services
+) -> None:
+    bearer_token = "Bearer tok-" + "a1b2c3d4e5f6wxyz"
+    hook = {"url": "https://hooks.example.com/photos", "headers": {"Authorization": bearer_token, "X-Tenant": "acme"}}
+    created = await client.post(
+        "/v1/destinations", json={"kind": "webhook", "name": "hook", "config": hook}, headers=bearer(key)
+    )
+    assert created.status_code == 201, created.text
+    masked = {"Authorization": "••••wxyz", "X-Tenant": "••••acme"}
+    assert created.json()["config"]["headers"] == masked
+    listed = (await client.get("/v1/destinations", headers=bearer(key))).json()["data"]
+    assert listed[0]["config"]["headers"] == masked
+    graphql = await client.post("/graphql", json={"query": "{ destinations { config } }"}, headers=bearer(key))
+    assert graphql.json()["data"]["destinations"][0]["config"]["headers"] == masked
+    changed = {**created.json()["config"], "headers": {**masked, "X-Tenant": "globex", "X-Extra": "more"}}
+    updated = await client.patch(
+        f"/v1/destinations/{created.json()['id']}", json={"config": changed}, headers=bearer(key)
+    )
+    assert updated.status_code == 200, updated.text
+    async with services.db.read() as s:
+        stored = (await s.exec(select(Destination))).one()
+    assert bearer_token not in stored.config_encrypted
+    assert decrypt_config(services, stored.config_encrypted)["headers"] == {
+        "Authorization": bearer_token,  # sent back masked: kept as it was
+        "X-Tenant": "globex",
+        "X-Extra": "more",
+    }
