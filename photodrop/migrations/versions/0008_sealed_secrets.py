@@ -43,31 +43,40 @@ _SECRETS = (
 
 
 def upgrade() -> None:
-    _secure_delete()
+    _secure_delete(True)
     for secret in _SECRETS:
-        _add(secret.table, secret.sealed, sa.String())
+        _add(secret, secret.sealed, sa.String())
         _rewrite(secret.table, secret.plain, secret.sealed, crypto.seal_text)
-        _settle(secret, keep=secret.sealed, keep_type=sa.String(), drop=secret.plain)
+        op.drop_column(secret.table, secret.plain)
+    _secure_delete(False)
 
 
 def downgrade() -> None:
-    _secure_delete()
+    _secure_delete(True)
     for secret in _SECRETS:
-        _add(secret.table, secret.plain, sa.String(length=secret.plain_length))
+        _add(secret, secret.plain, sa.String(length=secret.plain_length))
         _rewrite(secret.table, secret.sealed, secret.plain, crypto.unseal_text)
-        _settle(secret, keep=secret.plain, keep_type=sa.String(length=secret.plain_length), drop=secret.sealed)
+        op.drop_column(secret.table, secret.sealed)
+    _secure_delete(False)
 
 
-def _secure_delete() -> None:
-    # SQLite zeroes the pages it frees while the tables are rebuilt, so the plaintext is not left
-    # behind in the database file.
+def _secure_delete(on: bool) -> None:
+    # While on, SQLite zeroes the space the dropped plaintext columns held, so no copy is left in
+    # the file; off again afterwards, as every other connection of the pool has it.
     if op.get_bind().dialect.name == "sqlite":
-        op.execute("PRAGMA secure_delete = ON")
+        op.execute(f"PRAGMA secure_delete = {'ON' if on else 'OFF'}")
 
 
-def _add(table: str, column: str, type_: sa.String) -> None:
-    with op.batch_alter_table(table, schema=None) as batch_op:
-        batch_op.add_column(sa.Column(column, type_, nullable=True))
+def _add(secret: _Secret, column: str, type_: sa.String) -> None:
+    """Add ``column`` in place, without rebuilding the table: SQLite cannot rebuild a table other
+    tables refer to inside the migration's transaction. A NOT NULL column comes with an empty
+    default for the rows it is filled in next; PostgreSQL drops that default again."""
+    if secret.nullable:
+        op.add_column(secret.table, sa.Column(column, type_, nullable=True))
+        return
+    op.add_column(secret.table, sa.Column(column, type_, nullable=False, server_default=""))
+    if op.get_bind().dialect.name != "sqlite":
+        op.alter_column(secret.table, column, server_default=None)
 
 
 def _rewrite(table: str, source: str, target: str, change: Callable[[Settings, str], str]) -> None:
@@ -81,13 +90,6 @@ def _rewrite(table: str, source: str, target: str, change: Callable[[Settings, s
             sa.text(f"UPDATE {table} SET {target} = :value WHERE id = :id"),  # noqa: S608
             {"value": change(settings, value), "id": row_id},
         )
-
-
-def _settle(secret: _Secret, *, keep: str, keep_type: sa.String, drop: str) -> None:
-    with op.batch_alter_table(secret.table, schema=None) as batch_op:
-        if not secret.nullable:
-            batch_op.alter_column(keep, existing_type=keep_type, nullable=False)
-        batch_op.drop_column(drop)
 
 
 def _settings() -> Settings:
