@@ -102,7 +102,7 @@ async def test_no_secret_is_in_the_database_or_the_server_log(tmp_path: Path) ->
     key = photodrop_cli(settings.data_dir, "keys", "create", **env).stdout.strip().splitlines()[-1]
     server = LiveServer(settings.data_dir, env={**env, "PHOTODROP_LOG_LEVEL": "DEBUG"}).start()
     try:
-        with httpx.Client(base_url=server.url) as http:
+        with httpx.Client(base_url=server.url, timeout=60) as http:  # argon2 is slow on a busy machine
             kept = _create_everything(http, key)
             raw_while_serving = b"" if ON_POSTGRES else _sqlite_bytes(url)
     finally:
