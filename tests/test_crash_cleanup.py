@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -29,7 +29,7 @@ from photodrop.resolvers.retention import remove_orphans
 from photodrop.resolvers.thumbnails import thumbnail
 from photodrop.spool import hold_spool, release_spool, sweep_spool
 from tests.conftest import bearer, engine_env, files_under, make_settings, new_session, staged_keys, upload
-from tests.delivery.receiver import Receiver, receiving
+from tests.delivery.receiver import Receiver
 from tests.live import LiveServer
 
 pytestmark = pytest.mark.anyio
@@ -43,12 +43,6 @@ DEADLINE = 120  # seconds any one wait may take before the test fails, on a load
 def settings(tmp_path: Path) -> Settings:
     """The in-process app only looks on; the photodrop processes under test take the uploads."""
     return make_settings(tmp_path, webhook_allow_private=True)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with receiving() as running:
-        yield running
 
 
 @pytest.fixture

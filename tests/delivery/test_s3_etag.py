@@ -20,9 +20,9 @@ import pytest
 
 from photodrop.delivery.base import DeliveryContext
 from photodrop.delivery.errors import DestinationUnavailable
-from photodrop.delivery.s3 import S3Config, S3Destination
 from tests.conftest import moto
 from tests.delivery.conftest import make_payload
+from tests.delivery.test_s3 import destination
 
 pytestmark = pytest.mark.anyio
 
@@ -90,18 +90,6 @@ def bucket() -> str:
     return name
 
 
-def _destination(context: DeliveryContext, endpoint: str, bucket: str, **overrides: Any) -> S3Destination:
-    config = {
-        "bucket": bucket,
-        "endpoint_url": endpoint,
-        "access_key_id": "testing",
-        "secret_access_key": "testing",
-        "force_path_style": True,
-        **overrides,
-    }
-    return S3Destination(S3Config.model_validate(config), context)
-
-
 def _direct() -> Any:
     """A client that talks to moto itself, past the proxy, to see what was really stored."""
     return boto3.session.Session().client(
@@ -113,7 +101,7 @@ async def test_a_put_answered_without_an_etag_is_confirmed_by_head(
     endpoint: str, bucket: str, delivery_context: DeliveryContext
 ) -> None:
     data = os.urandom(200_000)
-    target = _destination(delivery_context, endpoint, bucket)
+    target = destination(delivery_context, endpoint, bucket)
 
     receipt = await target.deliver(make_payload(data))
 
@@ -126,7 +114,7 @@ async def test_a_put_answered_without_an_etag_is_confirmed_by_head(
 async def test_a_part_answered_without_an_etag_is_a_retryable_failure_and_leaves_no_parts(
     endpoint: str, bucket: str, delivery_context: DeliveryContext
 ) -> None:
-    target = _destination(delivery_context, endpoint, bucket, multipart_threshold=5 * MIB, multipart_chunk_size=5 * MIB)
+    target = destination(delivery_context, endpoint, bucket, multipart_threshold=5 * MIB, multipart_chunk_size=5 * MIB)
 
     with pytest.raises(DestinationUnavailable, match="without an ETag") as caught:
         await target.deliver(make_payload(os.urandom(6 * MIB)))
