@@ -28,9 +28,8 @@ import time
 from pathlib import Path
 
 import httpx
-
-from bench._harness import free_port
-from bench._photos import make_photos
+from _harness import free_port
+from _photos import make_photos
 
 UPLOADERS = 6
 STAGED_NAME = re.compile(r"proj_\w{26}/sess_\w{26}/img_\w{26}\.\w+")
