@@ -25,7 +25,7 @@ from photodrop.context import Services, open_services
 from photodrop.delivery.worker import DeliveryWorker
 from photodrop.errors import PhotodropError
 from photodrop.metrics import Metrics
-from photodrop.resolvers.retention import purge_delivered
+from photodrop.resolvers.retention import purge_delivered, remove_orphans
 from photodrop.resolvers.sessions import expire_due_sessions
 from photodrop.web import dashboard, pages
 from photodrop.web.api import error_body, error_response, services
@@ -55,6 +55,8 @@ def create_app(settings: Settings) -> Starlette:
         background = [
             asyncio.create_task(_every(services.settings.sweep_interval, expire_due_sessions, services)),
             asyncio.create_task(_every(services.settings.purge_interval, purge_delivered, services)),
+            # At start, a crash's leftovers; from then on, those of crashes of the other processes.
+            asyncio.create_task(_every(services.settings.orphan_grace, remove_orphans, services)),
         ]
         if settings.metrics_dir is not None:
             # Another process may answer the scrape: keep this one's subscriber count fresh in the shared files.
@@ -127,7 +129,8 @@ async def _note_live_state(services: Services) -> None:
 
 
 async def _every(interval: float, chore: Callable[[Services], Awaitable[object]], services: Services) -> None:
-    """Run a housekeeping chore forever: expiring sessions within a second, purging delivered bytes."""
+    """Run a housekeeping chore forever: expiring sessions within a second, purging delivered bytes,
+    removing what crashes left behind."""
     while True:
         try:
             await chore(services)

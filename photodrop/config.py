@@ -87,6 +87,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     retention: float = Field(default=24 * 3600, ge=0, description="seconds staged bytes outlive their deliveries")
     purge_interval: float = Field(default=60, gt=0)
+    orphan_grace: float = Field(
+        default=3600,
+        gt=0,
+        description=(
+            "seconds a staged or loose spooled file that nothing refers to is kept before it is removed"
+            " (and between two looks for such files)"
+        ),
+    )
     graphql_introspection: bool = True
     graphql_max_depth: int = Field(default=10, ge=1)
     graphql_max_aliases: int = Field(default=30, ge=1)

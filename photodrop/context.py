@@ -12,6 +12,7 @@ from photodrop.events import EventBus
 from photodrop.metrics import Metrics
 from photodrop.models import KeyEnv
 from photodrop.ratelimit import MemoryLimiter, RateLimiter, open_limiter
+from photodrop.spool import hold_spool, release_spool
 from photodrop.storage import Storage, open_storage
 
 
@@ -45,7 +46,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """Everything ``settings`` describes, connected and migrated, closed again on the way out."""
     database = Database.from_settings(settings)
     await database.migrate(settings)
-    settings.spool_dir.mkdir(parents=True, exist_ok=True)
+    hold_spool(settings.spool_dir)
     bus = EventBus.from_settings(settings, database)
     await bus.connect()
     limiter = open_limiter(settings.broadcast_url)
@@ -61,3 +62,4 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         await limiter.close()
         await bus.disconnect()
         await database.dispose()
+        release_spool(settings.spool_dir)

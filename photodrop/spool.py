@@ -2,13 +2,24 @@
 
 Nothing is held in memory beyond one network chunk: every file part is written to its own
 temporary file, hashed and measured on the way, and refused the moment it passes the limit.
+
+Parts go into a directory of this process's own under the spool, held with an advisory lock for
+as long as the process lives. A process killed mid-upload leaves its directory behind, unlocked,
+and ``sweep_spool`` (run by every server at start and from then on) removes it, while the
+directories of processes still running, on this host or another sharing the data dir, stay.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import logging
 import os
+import secrets
 import tempfile
+import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +32,9 @@ from photodrop.errors import InvalidInput, TooLarge
 
 MAX_FIELD_BYTES = 4096
 MAX_FIELDS = 20
+_SETTING_UP = ".new-"
+
+log = logging.getLogger("photodrop.spool")
 
 
 @dataclass
@@ -149,7 +163,7 @@ async def read_multipart(
     max_file_bytes: int,
     max_files: int,
 ) -> SpooledForm:
-    """Read a ``multipart/form-data`` body, spooling file parts into the existing ``directory``.
+    """Read a ``multipart/form-data`` body, spooling file parts into this process's own part of ``directory``.
 
     On any failure (bad framing, a file over the limit, a dropped connection) every file
     spooled so far is removed before the error propagates.
@@ -157,7 +171,7 @@ async def read_multipart(
     kind, options = parse_options_header(content_type or "")
     if kind != b"multipart/form-data" or b"boundary" not in options:
         raise InvalidInput("send the images as multipart/form-data with one or more parts named 'file'")
-    reader = _Reader(directory, max_file_bytes, max_files)
+    reader = _Reader(own_directory(directory), max_file_bytes, max_files)
     parser = MultipartParser(
         options[b"boundary"],
         {
@@ -185,3 +199,147 @@ async def read_multipart(
         reader.form.discard()
         raise
     return reader.form
+
+
+@dataclass
+class _Held:
+    directory: Path
+    lock: int | None  # a descriptor of the directory, flock-ed; None where the filesystem has no locks
+    holders: int
+
+
+_held: dict[tuple[int, Path], _Held] = {}
+_held_lock = threading.Lock()
+
+
+def hold_spool(root: Path) -> Path:
+    """Take (or share) this process's subdirectory of the spool ``root``, locked until ``release_spool``.
+
+    The lock is an ``flock`` on the directory itself, which the kernel drops when the process dies
+    however it dies: that, not a name or a pid (reused after a restart, always 1 in a container),
+    is what tells a sweep the directory's owner is gone.
+    """
+    with _held_lock:
+        held = _held.get((os.getpid(), root))
+        if held is not None and held.directory.is_dir():
+            held.holders += 1
+            return held.directory
+        name = f"proc-{os.getpid()}-{secrets.token_hex(4)}"
+        # Set up under a name sweeps judge by age alone, then renamed once locked: a sweep never
+        # finds the directory unlocked while its owner is still getting ready to use it.
+        setting_up = root / f"{_SETTING_UP}{name}"
+        setting_up.mkdir(parents=True)
+        descriptor = os.open(setting_up, os.O_RDONLY | os.O_DIRECTORY)
+        lock: int | None = descriptor
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            log.warning("the spool cannot be locked (%s): abandoned files there go after the orphan grace", exc)
+            os.close(descriptor)
+            lock = None
+        directory = root / name
+        setting_up.rename(directory)
+        holders = 1
+        if held is not None:  # removed from under us: a new one serves the same holders
+            _unlock(held)
+            holders += held.holders
+        _held[(os.getpid(), root)] = _Held(directory, lock, holders)
+        return directory
+
+
+def release_spool(root: Path) -> None:
+    """Give back a ``hold_spool``; the last holder removes the directory and whatever is left in it."""
+    with _held_lock:
+        held = _held.get((os.getpid(), root))
+        if held is None:
+            return
+        held.holders -= 1
+        if held.holders > 0:
+            return
+        del _held[(os.getpid(), root)]
+        _remove_tree(held.directory)
+        _unlock(held)
+
+
+def _unlock(held: _Held) -> None:
+    if held.lock is not None:
+        os.close(held.lock)
+
+
+def own_directory(root: Path) -> Path:
+    """This process's subdirectory of the spool ``root``: the held one, or one held until the process ends."""
+    with _held_lock:
+        held = _held.get((os.getpid(), root))
+        if held is not None and held.directory.is_dir():
+            return held.directory
+    return hold_spool(root)
+
+
+def sweep_spool(root: Path, *, grace: float) -> int:
+    """Remove what no live request owns under the spool ``root``; the number of files removed.
+
+    That is every directory whose owning process is gone, and every loose file (written by older
+    versions, or whole in one go while a request decrypts or previews) not touched for ``grace``
+    seconds. Blocking: run it in a thread.
+    """
+    removed = 0
+    stale_before = time.time() - grace
+    try:
+        entries = list(os.scandir(root))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            if not entry.is_dir(follow_symlinks=False):
+                removed += _remove_if_stale(path, stale_before)
+            elif entry.name.startswith(_SETTING_UP):  # its process died setting up, or is setting up now
+                if entry.stat(follow_symlinks=False).st_mtime < stale_before:
+                    removed += _remove_tree(path)
+            else:
+                removed += _remove_if_abandoned(path, stale_before)
+        except FileNotFoundError:
+            continue  # another process's sweep got there first
+    return removed
+
+
+def _remove_if_abandoned(directory: Path, stale_before: float) -> int:
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0  # its process is alive (this one too: a second descriptor does not share the lock)
+    except OSError:
+        # No locks on this filesystem, so no telling who is alive: go by age, as for loose files.
+        return sum(_remove_if_stale(path, stale_before) for path in list(directory.rglob("*")) if not path.is_dir())
+    else:
+        return _remove_tree(directory)
+    finally:
+        os.close(descriptor)
+
+
+def _remove_if_stale(path: Path, stale_before: float) -> int:
+    try:
+        if path.stat(follow_symlinks=False).st_mtime >= stale_before:
+            return 0
+        path.unlink()
+    except FileNotFoundError:
+        return 0
+    return 1
+
+
+def _remove_tree(directory: Path) -> int:
+    files = 0
+    for parent, folders, names in os.walk(directory, topdown=False):
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):  # another process's sweep may be at it too
+                os.unlink(os.path.join(parent, name))
+                files += 1
+        for name in folders:
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(os.path.join(parent, name))
+    with contextlib.suppress(FileNotFoundError):
+        directory.rmdir()
+    if files:
+        log.info("removed %d abandoned spool file(s) in %s", files, directory.name)
+    return files

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -19,6 +21,14 @@ import anyio.to_thread
 from photodrop.config import Settings
 
 CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One thing in staging: its key, and when it was put there."""
+
+    key: str
+    modified: datetime
 
 
 class Storage(Protocol):
@@ -36,6 +46,9 @@ class Storage(Protocol):
 
     def keys(self) -> AsyncIterator[str]:
         """Every key stored, in no particular order: for audits of what staging holds."""
+
+    def entries(self) -> AsyncIterator[Stored]:
+        """Every key stored with the time it was put, in no particular order: for finding orphans."""
 
 
 class LocalStorage:
@@ -66,17 +79,33 @@ class LocalStorage:
         return await anyio.Path(self._path(key)).is_file()
 
     async def keys(self) -> AsyncIterator[str]:
-        root = anyio.Path(self.root)
-        if not await root.exists():
-            return
-        async for path in root.rglob("*"):
-            if await path.is_file():
-                yield path.relative_to(root).as_posix()
+        async for entry in self.entries():
+            yield entry.key
+
+    async def entries(self) -> AsyncIterator[Stored]:
+        for entry in await anyio.to_thread.run_sync(_listing, self.root):
+            yield entry
 
 
 def _move(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(source, target)
+    # The spooled file's time is when its bytes arrived; the staged one's must be when it was staged,
+    # which is what the orphan sweep's grace period counts from.
+    os.utime(target)
+
+
+def _listing(root: Path) -> list[Stored]:
+    found = []
+    for parent, _, names in os.walk(root):
+        for name in names:
+            path = Path(parent, name)
+            try:
+                modified = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+            except FileNotFoundError:
+                continue  # removed while we looked
+            found.append(Stored(path.relative_to(root).as_posix(), modified))
+    return found
 
 
 class S3Storage:
@@ -165,12 +194,19 @@ class S3Storage:
         return await anyio.to_thread.run_sync(head)
 
     async def keys(self) -> AsyncIterator[str]:
-        def listing() -> list[str]:
-            pages = self._client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)
-            return [item["Key"][len(self.prefix) :] for page in pages for item in page.get("Contents", ())]
+        async for entry in self.entries():
+            yield entry.key
 
-        for key in await anyio.to_thread.run_sync(listing):
-            yield key
+    async def entries(self) -> AsyncIterator[Stored]:
+        def paginate() -> Any:
+            paginator = self._client().get_paginator("list_objects_v2")
+            return iter(paginator.paginate(Bucket=self.bucket, Prefix=self.prefix))
+
+        pages = await anyio.to_thread.run_sync(paginate)
+        # A page (up to 1000 keys) at a time, each fetched in a worker thread: a large bucket is never held whole.
+        while (page := await anyio.to_thread.run_sync(next, pages, None)) is not None:
+            for item in page.get("Contents", ()):
+                yield Stored(item["Key"][len(self.prefix) :], item["LastModified"])
 
 
 def _is_missing(exc: Exception) -> bool:

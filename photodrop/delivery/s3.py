@@ -122,7 +122,7 @@ class S3Destination(Destination):
         data = await payload.read()
         fields = {"ContentType": payload.mime_type, "Metadata": metadata(payload)}
         etag = await self._call(lambda client: self._upload(client, key, data, fields))
-        return Receipt(location=f"s3://{self.config.bucket}/{key}", url=self.url(key), etag=etag.strip('"'))
+        return Receipt(location=f"s3://{self.config.bucket}/{key}", url=self.url(key), etag=etag.strip('"') or None)
 
     async def check(self) -> None:
         """The bucket exists and a small probe object can be written where deliveries go (then removed)."""
@@ -184,7 +184,7 @@ class S3Destination(Destination):
         bucket = self.config.bucket
         if len(data) <= self.config.multipart_threshold:
             response = client.put_object(Bucket=bucket, Key=key, Body=data, **_sha256(data), **fields)
-            return str(response["ETag"])
+            return _etag(response) or self._verify(client, key, data, fields)
         upload = client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", **fields)
         ids = {"Bucket": bucket, "Key": key, "UploadId": upload["UploadId"]}
         try:
@@ -194,13 +194,27 @@ class S3Destination(Destination):
                 body = data[start : start + size]
                 part = {"PartNumber": number, "ChecksumSHA256": checksum(body)}
                 response = client.upload_part(Body=body, ChecksumAlgorithm="SHA256", **part, **ids)
-                parts.append({**part, "ETag": response["ETag"]})
+                etag = _etag(response)
+                if etag is None:  # completing the upload has to name every part by its ETag
+                    raise DestinationUnavailable(f"the S3 store answered part {number} without an ETag")
+                parts.append({**part, "ETag": etag})
             response = client.complete_multipart_upload(MultipartUpload={"Parts": parts}, **ids)
         except BaseException:
             with suppress(BotoCoreError, ClientError):
                 client.abort_multipart_upload(**ids)
             raise
-        return str(response["ETag"])
+        return _etag(response) or self._verify(client, key, data, fields)
+
+    def _verify(self, client: Any, key: str, data: bytes, fields: dict[str, Any]) -> str:
+        """Confirm by HEAD a write the store answered without an ETag (some S3-compatible stores do):
+        the object must be there with this image's size and the SHA-256 this attempt wrote in its metadata."""
+        head = client.head_object(Bucket=self.config.bucket, Key=key)
+        if (
+            head.get("ContentLength") != len(data)
+            or head.get("Metadata", {}).get("sha256") != fields["Metadata"]["sha256"]
+        ):
+            raise DestinationUnavailable("the S3 store answered without an ETag and the object is not there whole")
+        return _etag(head) or ""
 
     def _check(self, client: Any) -> None:
         try:
@@ -212,6 +226,12 @@ class S3Destination(Destination):
         client.put_object(Bucket=self.config.bucket, Key=probe, Body=b"", **_sha256(b""))
         with suppress(BotoCoreError, ClientError):  # deleting is a courtesy: deliveries never need it
             client.delete_object(Bucket=self.config.bucket, Key=probe)
+
+
+def _etag(response: dict[str, Any]) -> str | None:
+    """The ETag an answer carries, if it carries one: not every S3-compatible store sends it."""
+    etag = response.get("ETag")
+    return str(etag) if etag else None
 
 
 def checksum(data: bytes) -> str:

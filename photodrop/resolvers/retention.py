@@ -1,14 +1,28 @@
-"""Removing staged bytes nobody needs any more: every delivery done, and the retention passed."""
+"""Removing bytes nobody needs any more: staged images whose deliveries are all done once the
+retention has passed, and what a crash left behind (spooled parts no request owns, staged files
+no image row refers to)."""
 
 from __future__ import annotations
 
+import logging
+import re
+from collections.abc import Iterable
 from datetime import timedelta
 
+import anyio.to_thread
 from sqlalchemy import exists, update
 from sqlmodel import col, select
 
 from photodrop.context import Services
 from photodrop.models import Delivery, DeliveryStatus, Image, utcnow
+from photodrop.resolvers.thumbnails import thumbnail_key
+from photodrop.spool import sweep_spool
+from photodrop.storage import Stored
+
+log = logging.getLogger("photodrop.retention")
+# The only names photodrop stages under (an image and its preview): nothing else in a shared bucket is touched.
+_STAGED_NAME = re.compile(r"proj_[0-9A-Z]{26}/sess_[0-9A-Z]{26}/(img_[0-9A-Z]{26})\.[a-z0-9]+(?:\.[a-z0-9]+)?")
+_ORPHAN_BATCH = 500
 
 
 async def purge_delivered(services: Services, *, batch: int = 200) -> int:
@@ -53,3 +67,45 @@ async def _purge(services: Services, image_id: str, key: str) -> int:
             update(Image).where(col(Image.id) == image_id, col(Image.purged_at).is_(None)).values(purged_at=utcnow())
         )
         return int(result.rowcount or 0)
+
+
+async def remove_orphans(services: Services) -> int:
+    """Remove what a crash left behind; the number of files removed.
+
+    Spooled parts go as soon as the process that was receiving them is gone (see ``sweep_spool``).
+    A staged file goes once no image row refers to it (an image is staged just before its row
+    commits, so a crash in between leaves one) and it is older than ``orphan_grace``: younger ones
+    may belong to a request in another process whose row is about to commit.
+    """
+    grace = services.settings.orphan_grace
+    removed = await anyio.to_thread.run_sync(lambda: sweep_spool(services.settings.spool_dir, grace=grace))
+    cutoff = utcnow() - timedelta(seconds=grace)
+    batch: list[Stored] = []
+    async for entry in services.storage.entries():
+        if entry.modified < cutoff and _STAGED_NAME.fullmatch(entry.key):
+            batch.append(entry)
+            if len(batch) >= _ORPHAN_BATCH:
+                removed += await _remove_unreferenced(services, batch)
+                batch = []
+    removed += await _remove_unreferenced(services, batch)
+    return removed
+
+
+async def _remove_unreferenced(services: Services, entries: Iterable[Stored]) -> int:
+    by_image: dict[str, list[str]] = {}
+    for entry in entries:
+        match = _STAGED_NAME.fullmatch(entry.key)
+        assert match is not None
+        by_image.setdefault(match[1], []).append(entry.key)
+    if not by_image:
+        return 0
+    # A purged image keeps its row but no longer its bytes: a preview left behind is an orphan too.
+    query = select(Image.storage_key).where(col(Image.id).in_(by_image), col(Image.purged_at).is_(None))
+    async with services.db.read() as s:
+        kept = {key for stored in (await s.exec(query)).all() for key in (stored, thumbnail_key(stored))}
+    orphans = [key for keys in by_image.values() for key in keys if key not in kept]
+    for key in orphans:
+        await services.storage.delete(key)
+    if orphans:
+        log.info("removed %d staged file(s) no image refers to", len(orphans))
+    return len(orphans)
