@@ -6,11 +6,12 @@ Each case is a 400 naming the parameter, and the resource reads back exactly as 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
 
-from tests.conftest import bearer, new_session
+from tests.conftest import bearer, image_bytes, new_session
 
 pytestmark = pytest.mark.anyio
 
@@ -146,3 +147,17 @@ async def test_null_on_a_keys_active_flag_is_a_400(client: httpx.AsyncClient, ke
     response = await client.patch(f"{keys}/{issued['id']}", json={"isActive": None}, headers=bearer(key))
     assert (response.status_code, response.json()["param"]) == (400, "isActive")
     assert (await client.get(f"{keys}/{issued['id']}", headers=bearer(key))).json() == issued
+
+
+async def test_a_photo_named_in_any_script_downloads_under_its_name(client: httpx.AsyncClient, key: str) -> None:
+    session = await new_session(client, key)
+    name = "café 照片.jpg"
+    sent = await client.post(
+        f"/api/v1/upload/{session['id']}/images", files={"file": (name, image_bytes(), "image/jpeg")}
+    )
+    assert sent.status_code == 201, sent.text
+    response = await client.get(f"/v1/images/{sent.json()['id']}/download", headers=bearer(key))
+    assert response.status_code == 200, response.text
+    disposition = response.headers["content-disposition"]
+    assert disposition.startswith('attachment; filename="caf_ __.jpg"; ')
+    assert unquote(disposition.split("filename*=UTF-8''", 1)[1]) == sent.json()["filename"]
