@@ -40,7 +40,14 @@ EXAMPLES_PER_OPERATION = 5
 CONFIG = schemathesis.Config.from_dict(
     {
         "seed": 20261201,
-        "generation": {"mode": "all", "max-examples": EXAMPLES_PER_OPERATION, "deterministic": True, "no-shrink": True},
+        # No example database either: a run never replays what an earlier one found, so every run is the same.
+        "generation": {
+            "mode": "all",
+            "max-examples": EXAMPLES_PER_OPERATION,
+            "deterministic": True,
+            "no-shrink": True,
+            "database": "none",
+        },
         # Examples-from-the-document and coverage phases would multiply the cases; fuzzing alone is bounded.
         "phases": {"examples": {"enabled": False}, "coverage": {"enabled": False}, "stateful": {"enabled": False}},
     }
