@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -17,12 +17,16 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic import (
+    Field as PydanticField,
+)
 from pydantic_core import PydanticCustomError
 from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, String, Text, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
 from photodrop.images import MIME_ALIASES, SUPPORTED_MIME_TYPES
+from photodrop.validators import Patch, maximum_from_setting
 
 
 def utcnow() -> datetime:
@@ -409,6 +413,10 @@ def supported_mime_types(value: list[str]) -> list[str]:
     return chosen
 
 
+# The largest max_images is a setting (see within_images_limit); the document shows this deployment's.
+MaxImages = Annotated[StrictInt, PydanticField(ge=1, json_schema_extra=maximum_from_setting("max_images_limit"))]
+
+
 class _SessionLimits(BaseModel):
     """The rules creating and changing a session share: a future expiry, a bounded ``max_images``
     and image types photodrop takes. Each subclass declares the fields with its own defaults."""
@@ -452,7 +460,7 @@ class SessionCreate(_SessionLimits):
     expires_in: StrictInt | None = Field(default=None, ge=1, le=MAX_LIFETIME_SECONDS)
     expires_in_hours: StrictInt | None = Field(default=None, ge=1, le=MAX_LIFETIME_SECONDS // 3600)
     expires_at: datetime | None = None
-    max_images: StrictInt | None = Field(default=None, ge=1)
+    max_images: MaxImages | None = None
     allowed_mime_types: list[StrictStr] | None = Field(default=None, min_length=1, max_length=20)
     max_image_dimension: StrictInt | None = Field(default=None, ge=MIN_IMAGE_DIMENSION, le=MAX_IMAGE_DIMENSION)
     password: StrictStr | None = Field(default=None, min_length=4, max_length=128)
@@ -520,13 +528,15 @@ class SessionCreate(_SessionLimits):
         return self
 
 
-class SessionUpdate(_SessionLimits):
+class SessionUpdate(_SessionLimits, Patch):
     """What may change on an open session; a field left out stays as it is, ``password: null`` removes it."""
 
     model_config = ConfigDict(extra="ignore")
+    # null lifts the dimension limit and removes the password; the size limit is only accepted.
+    nullable = frozenset({"max_image_dimension", "max_image_size_mb", "password"})
 
     expires_at: datetime | None = None
-    max_images: StrictInt | None = Field(default=None, ge=1)
+    max_images: MaxImages | None = None
     allowed_mime_types: list[StrictStr] | None = Field(default=None, min_length=1, max_length=20)
     max_image_dimension: StrictInt | None = Field(default=None, ge=MIN_IMAGE_DIMENSION, le=MAX_IMAGE_DIMENSION)
     # Accepted for compatibility; photodrop's file-size limit is deployment-wide (PHOTODROP_MAX_IMAGE_BYTES).

@@ -27,6 +27,7 @@ from pydantic import Field, field_validator
 
 from photodrop.delivery.base import Destination, DestinationConfig, Payload, Receipt
 from photodrop.delivery.errors import DestinationUnavailable, Gone, RateLimited, Rejected, retry_after_seconds
+from photodrop.validators import SendableHeaders
 
 TIMEOUT = 30.0
 # Addresses that are private even though ipaddress does not flag every one of them as such.
@@ -39,7 +40,7 @@ class WebhookConfig(DestinationConfig):
 
     url: str = Field(max_length=2048)
     format: Literal["json_base64", "multipart", "binary"] = "json_base64"
-    headers: dict[str, str] = Field(default_factory=dict, max_length=20)
+    headers: SendableHeaders = Field(default_factory=dict, max_length=20)
 
     @field_validator("url")
     @classmethod

@@ -17,6 +17,7 @@ from photodrop.errors import InvalidInput, NotFound, StateConflict, validated
 from photodrop.ids import new_id
 from photodrop.models import Delivery, DeliveryMode, DeliveryStatus, Destination, Project, utcnow
 from photodrop.resolvers.projects import signing_secrets
+from photodrop.validators import Patch
 
 MASK = "••••"
 
@@ -41,7 +42,7 @@ class DestinationCreate(BaseModel):
         return KIND_ALIASES.get(value, value) if isinstance(value, str) else value
 
 
-class DestinationUpdate(BaseModel):
+class DestinationUpdate(Patch):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=100)

@@ -14,10 +14,11 @@ from sqlmodel import col, select
 
 from photodrop.context import Principal, Services
 from photodrop.errors import InvalidInput, NotFound, StateConflict, validated
-from photodrop.models import ApiKey, Destination, KeyEnv, supported_mime_types, utcnow
+from photodrop.models import ApiKey, Destination, KeyEnv, MaxImages, supported_mime_types, utcnow
 from photodrop.resolvers.destinations import active_destinations
 from photodrop.resolvers.projects import IssuedKey, issue_key, seal_signing_secret
 from photodrop.signing import new_signing_secret
+from photodrop.validators import Patch
 
 MAX_LISTED = 50
 MAX_IMAGE_DIMENSION = 20_000
@@ -30,7 +31,7 @@ class _KeyFields(BaseModel):
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
     label: StrictStr | None = Field(default=None, min_length=1, max_length=100)
-    max_images: StrictInt | None = Field(default=None, ge=1)
+    max_images: MaxImages | None = None
     allowed_mime_types: list[StrictStr] | None = Field(default=None, min_length=1, max_length=20)
     max_image_dimension: StrictInt | None = Field(default=None, ge=1, le=MAX_IMAGE_DIMENSION)
     # true issues a signing secret (returned once); on an update, false stops requiring signatures.
@@ -48,7 +49,19 @@ class KeyCreate(_KeyFields):
     env: KeyEnv | None = None
 
 
-class KeyUpdate(_KeyFields):
+class KeyUpdate(_KeyFields, Patch):
+    # null puts a limit or allowlist back to "none", and stops signing.
+    nullable = frozenset(
+        {
+            "label",
+            "max_images",
+            "allowed_mime_types",
+            "max_image_dimension",
+            "signing",
+            "allowed_ips",
+            "allowed_domains",
+        }
+    )
     is_active: StrictBool | None = None
     allowed_ips: list[StrictStr] | None = Field(default=None, max_length=MAX_LISTED)
     allowed_domains: list[StrictStr] | None = Field(default=None, max_length=MAX_LISTED)

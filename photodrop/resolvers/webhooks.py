@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from pydantic.alias_generators import to_camel
@@ -16,8 +16,11 @@ from photodrop.context import Principal, Services
 from photodrop.errors import NotFound, validated
 from photodrop.ids import new_id
 from photodrop.models import Event, EventWebhook, Notification, SignatureMethod, utcnow
+from photodrop.validators import Patch, SendableHeaders
 
 DEFAULT_INTERVALS = [60, 300, 1800, 7200, 21600]
+MAX_INTERVAL = 7 * 24 * 3600  # seconds; a longer wait would outlive the event's usefulness
+RetryInterval = Annotated[int, Field(ge=0, le=MAX_INTERVAL)]
 
 
 def _http_url(value: str) -> str:
@@ -55,19 +58,19 @@ class WebhookCreate(_WebhookFields):
     topics: list[str] = Field(min_length=1, max_length=50)
     signature_method: SignatureMethod = SignatureMethod.HMAC_SHA256
     max_retries: int = Field(default=5, ge=0, le=20)
-    retry_intervals: list[int] = Field(default_factory=lambda: list(DEFAULT_INTERVALS), max_length=20)
+    retry_intervals: list[RetryInterval] = Field(default_factory=lambda: list(DEFAULT_INTERVALS), max_length=20)
     disable_after_failures: int = Field(default=20, ge=1, le=1000)
-    custom_headers: dict[str, str] = Field(default_factory=dict, max_length=20)
+    custom_headers: SendableHeaders = Field(default_factory=dict, max_length=20)
 
 
-class WebhookUpdate(_WebhookFields):
+class WebhookUpdate(_WebhookFields, Patch):
     url: str | None = Field(default=None, max_length=2048)
     topics: list[str] | None = Field(default=None, min_length=1, max_length=50)
     is_active: StrictBool | None = None
     max_retries: int | None = Field(default=None, ge=0, le=20)
-    retry_intervals: list[int] | None = Field(default=None, max_length=20)
+    retry_intervals: list[RetryInterval] | None = Field(default=None, max_length=20)
     disable_after_failures: int | None = Field(default=None, ge=1, le=1000)
-    custom_headers: dict[str, str] | None = Field(default=None, max_length=20)
+    custom_headers: SendableHeaders | None = Field(default=None, max_length=20)
 
 
 # Other names for photodrop's events: the project.* forms and the names Apertur's documentation and

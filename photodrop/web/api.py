@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import UnionType
-from typing import Any, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -21,8 +21,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from photodrop.config import Settings
 from photodrop.context import Services
 from photodrop.errors import InvalidInput, PhotodropError, validated
+from photodrop.validators import SETTING_MAXIMUM
 from photodrop.web.shapes import ErrorOut
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -38,17 +40,37 @@ MULTIPART_IMAGES = {
 }
 
 
+# What an operation answers with: a model (JSON), one or more media types, or None (no body).
+Shape = type[BaseModel] | str | tuple[str, ...] | None
+# True: an API key is required. "optional": a public operation that also takes one (and checks
+# it when given). False: no key is read at all.
+Auth = bool | Literal["optional"]
+
+
 @dataclass(frozen=True)
 class Operation:
     method: str
     path: str
     endpoint: Endpoint
     summary: str
-    responses: dict[int, type[BaseModel] | str | None]
+    responses: dict[int, Shape]
     body: type[BaseModel] | dict[str, Any] | None = None
     query: type[BaseModel] | None = None
     errors: tuple[int, ...] = ()
-    auth: bool = True
+    auth: Auth = True
+
+    def error_statuses(self) -> list[int]:
+        """Every error status the operation can answer: those it declares, and those that follow
+        from its declaration, so no route can forget one."""
+        implied = set(self.errors)
+        if self.body is not None or self.query is not None:
+            implied.add(400)  # a body or query that does not validate
+        if "{" in self.path:
+            implied.add(404)  # an id that names nothing the caller may see
+        if self.auth:
+            # A key that is missing or wrong, and (through caller()) a key past its per-minute budget.
+            implied |= {401, 429}
+        return sorted(implied)
 
 
 @dataclass
@@ -61,13 +83,13 @@ class ApiRouter:
         path: str,
         *,
         summary: str,
-        responses: dict[int, type[BaseModel] | str | None],
+        responses: dict[int, Shape],
         body: type[BaseModel] | dict[str, Any] | None = None,
         query: type[BaseModel] | None = None,
         errors: Sequence[int] = (),
-        auth: bool = True,
+        auth: Auth = True,
     ) -> Callable[[Endpoint], Endpoint]:
-        """Declare an operation. A ``responses`` value is a model, a media type, or None (no body)."""
+        """Declare an operation. A ``responses`` value is a model, media types, or None (no body)."""
 
         def decorate(endpoint: Endpoint) -> Endpoint:
             self.operations.append(
@@ -82,7 +104,8 @@ class ApiRouter:
             Route(op.path, _BudgetHeaders(request_response(op.endpoint)), methods=[op.method]) for op in self.operations
         ]
 
-    def openapi(self, *, prefixes: Sequence[str], title: str, version: str) -> dict[str, Any]:
+    def openapi(self, *, prefixes: Sequence[str], title: str, version: str, settings: Settings) -> dict[str, Any]:
+        """The OpenAPI 3.1 document of every operation under each prefix, with the limits ``settings`` set."""
         models: set[type[BaseModel]] = {ErrorOut}
         for op in self.operations:
             models.update(m for m in op.responses.values() if isinstance(m, type))
@@ -90,6 +113,7 @@ class ApiRouter:
         keyed = [(model, "serialization") for model in sorted(models, key=lambda m: m.__name__)]
         _, definitions = models_json_schema(keyed, ref_template="#/components/schemas/{model}")  # type: ignore[arg-type]
         schemas: dict[str, Any] = definitions.get("$defs", {})
+        _fill_setting_maxima(schemas, settings)
         paths: dict[str, dict[str, Any]] = {}
         for prefix in prefixes:
             for op in self.operations:
@@ -101,6 +125,7 @@ class ApiRouter:
             "components": {
                 "schemas": schemas,
                 "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "bearerFormat": "aptr_live_..."}},
+                "headers": RATE_LIMIT_HEADERS,
             },
         }
 
@@ -152,22 +177,60 @@ def _describe(op: Operation, schemas: dict[str, Any], prefix: str) -> dict[str, 
         operation["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": op.body}}}
     elif op.body is not None:
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(op.body)}}}
-    if op.auth:
+    if op.auth == "optional":
+        operation["security"] = [{"apiKey": []}, {}]
+    elif op.auth:
         operation["security"] = [{"apiKey": []}]
     for status, shape in op.responses.items():
         described: dict[str, Any] = {"description": HTTPStatus(status).phrase}
         if isinstance(shape, type):
             described["content"] = {"application/json": {"schema": _ref(shape)}}
-        elif isinstance(shape, str):
-            described["content"] = {shape: {"schema": {"type": "string"}}}
+        elif shape is not None:
+            kinds = (shape,) if isinstance(shape, str) else shape
+            described["content"] = {kind: {"schema": {"type": "string"}} for kind in kinds}
         operation["responses"][str(status)] = described
-    errors = set(op.errors) | ({401} if op.auth else set())
-    for status in sorted(errors):
-        operation["responses"][str(status)] = {
-            "description": HTTPStatus(status).phrase,
+    for status in op.error_statuses():
+        described = {
+            "description": _ERROR_DESCRIPTIONS.get(status, HTTPStatus(status).phrase),
             "content": {"application/json": {"schema": _ref(ErrorOut)}},
         }
+        if status == 429:
+            described["headers"] = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}
+        operation["responses"][str(status)] = described
     return operation
+
+
+_ERROR_DESCRIPTIONS = {
+    401: "No API key, or one that is wrong, revoked, unsigned or not allowed here (AUTHENTICATION_FAILED); "
+    "on uploads, a missing or wrong session password (INVALID_PASSWORD)",
+    429: "Too many requests: the key's per-minute budget is spent, or too many wrong passwords; see Retry-After",
+}
+
+RATE_LIMIT_HEADERS = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    },
+}
+
+
+def _fill_setting_maxima(node: Any, settings: Settings) -> None:
+    """Replace each ``x-maximum-setting`` marker with the bound this deployment's settings give."""
+    if isinstance(node, list):
+        for item in node:
+            _fill_setting_maxima(item, settings)
+        return
+    if not isinstance(node, dict):
+        return
+    setting = node.pop(SETTING_MAXIMUM, None)
+    if setting is not None:
+        maximum = getattr(settings, setting)
+        for branch in node.get("anyOf", [node]):
+            if branch.get("type") in ("integer", "number"):
+                branch["maximum"] = maximum
+    for value in node.values():
+        _fill_setting_maxima(value, settings)
 
 
 def services(request: Request) -> Services:
@@ -182,7 +245,9 @@ def respond(model: BaseModel | None, status: int = 200, headers: dict[str, str] 
 
 
 def error_response(exc: PhotodropError) -> JSONResponse:
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    # Every 429 says when to come back, as the document promises (at least a second).
+    wait = max(1, exc.retry_after or 1) if exc.status_code == 429 else exc.retry_after
+    headers = {"Retry-After": str(wait)} if wait else None
     return error_body(exc.status_code, exc.code, exc.message, exc.param, headers)
 
 

@@ -18,9 +18,12 @@ from photodrop.models import (
     UploadSession,
     WebhookFormat,
 )
+from photodrop.qr import MEDIA_TYPES as QR_MEDIA
 from photodrop.resolvers.delivery_status import DeliveryReport
+from photodrop.resolvers.paging import PageNumber
 from photodrop.resolvers.session_rows import SessionRow
 from photodrop.resolvers.sessions import fan_out
+from photodrop.validators import maximum_from_setting
 
 
 def session_links(base_url: str, session_id: str) -> dict[str, str]:
@@ -136,7 +139,7 @@ class SessionListQuery(BaseModel):
     limit: int = Field(default=20, ge=1, le=100)
     starting_after: str | None = None
     # The numbered-page form the SDKs use; either one selects it (see GET /sessions).
-    page: int | None = Field(default=None, ge=1)
+    page: PageNumber | None = None
     pageSize: int | None = Field(default=None, ge=1, le=100)  # noqa: N815  (the SDKs' name)
 
     def wants_pages(self, path: str) -> bool:
@@ -149,8 +152,14 @@ class SessionListQuery(BaseModel):
 class PollQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    since: int | None = Field(default=None, ge=0, description="Answer once the version is past this one")
-    timeout: float = Field(default=30, gt=0, description="Seconds to wait before answering 204 (at most 60)")
+    # Versions are compared, never stored: the bound only keeps the number a 64-bit integer.
+    since: int | None = Field(default=None, ge=0, le=2**63 - 1, description="Answer once the version is past this one")
+    timeout: float = Field(
+        default=30,
+        gt=0,
+        description="Seconds to wait before answering 204",
+        json_schema_extra=maximum_from_setting("long_poll_max_seconds"),
+    )
 
 
 class DestinationOut(BaseModel):
@@ -269,7 +278,7 @@ class MessageOut(BaseModel):
 class PageQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    page: int = Field(default=1, ge=1)
+    page: PageNumber = 1
     limit: int = Field(default=20, ge=1, le=100)
 
 
@@ -308,7 +317,8 @@ class PollOut(RootModel[SessionOut | LentImageOut]):
 
 # --- the upload-sessions API the Apertur SDKs speak ------------------------------------------------
 
-QR_FORMATS = ["png", "svg", "jpeg"]
+QR_FORMATS = list(QR_MEDIA)
+QR_MEDIA_TYPES = tuple(QR_MEDIA.values())
 
 
 def upload_session_qr(base_url: str, session_id: str) -> str:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from jsonschema import Draft202012Validator
 
-from tests.conftest import bearer, image_bytes, new_session
+from photodrop.app import create_app
+from photodrop.models import KeyEnv
+from photodrop.resolvers.projects import create_key
+from tests.conftest import bearer, image_bytes, make_settings, new_session
 
 pytestmark = pytest.mark.anyio
 
@@ -26,6 +31,9 @@ def _check(doc: dict[str, Any], method: str, response: httpx.Response) -> tuple[
     operation = doc["paths"][template][method.lower()]
     documented = operation["responses"].get(str(response.status_code))
     assert documented is not None, f"{method} {template} answered an undocumented {response.status_code}"
+    for header, described in documented.get("headers", {}).items():
+        described = doc["components"]["headers"][described["$ref"].rsplit("/", 1)[1]]
+        assert not described["required"] or header in response.headers, f"{template}: no {header} header"
     content = documented.get("content", {})
     if "application/json" in content:
         schema = {**content["application/json"]["schema"], "components": doc["components"]}
@@ -75,6 +83,8 @@ async def test_real_responses_match_the_document(client: httpx.AsyncClient, key:
     await call("GET", "/v1/sessions?limit=500", headers=auth)
     await call("GET", f"/v1/sessions/{sid}", headers=auth)
     await call("GET", "/v1/sessions/sess_missing", headers=auth)
+    no_password = await call("POST", f"/api/v1/upload/{sid}/images", files={"file": ("a.jpg", image_bytes())})
+    assert no_password.json()["code"] == "INVALID_PASSWORD"
     await call("POST", f"/api/v1/upload/{sid}/verify-password", json={"password": "wrong"})
     await call("POST", f"/api/v1/upload/{sid}/verify-password", json={"password": "pass1234"})
     await call("POST", f"/api/v1/upload/{sid}/images", files={"file": ("a.jpg", image_bytes(), "image/jpeg")})
@@ -90,6 +100,8 @@ async def test_real_responses_match_the_document(client: httpx.AsyncClient, key:
     await call("GET", f"/v1/sessions/{sid}/poll?since=1", headers=auth)
     await call("GET", f"/v1/sessions/{sid}/poll?timeout=0.1", headers=auth)
     await call("GET", f"/v1/sessions/{sid}/qr")
+    await call("GET", f"/v1/sessions/{sid}/qr?format=svg")
+    await call("GET", f"/v1/sessions/{sid}/qr?format=jpeg")
     await call("GET", f"/v1/sessions/{sid}/qr?size=10")
     await call("POST", f"/v1/sessions/{sid}/complete", headers=auth)
     hook_config = {"url": "http://127.0.0.1:9/hook"}
@@ -164,6 +176,11 @@ async def test_real_responses_match_the_document(client: httpx.AsyncClient, key:
         "POST", "/api/v1/upload-sessions", json={"expires_in_hours": 1, "expires_at": "2030-01-01"}, headers=auth
     )
     await call("GET", f"/api/v1/upload/{sdk['id']}/session")
+    bad_key = bearer("aptr_live_" + "x" * 32)
+    await call("GET", f"/api/v1/upload/{sdk['id']}/session", headers=bad_key)
+    await call("GET", f"/api/v1/upload-sessions/{sdk['id']}/qr", headers=bad_key)
+    await call("POST", f"/api/v1/upload/{sdk['id']}/images", files={"file": ("a.jpg", image_bytes())}, headers=bad_key)
+    await call("PATCH", f"/api/v1/upload-sessions/{sdk['id']}", json={"max_images": None}, headers=auth)
     await call("GET", "/api/v1/upload/sess_missing/session")
     await call("PATCH", f"/api/v1/upload-sessions/{sdk['id']}", json={"max_images": 5}, headers=auth)
     await call("PATCH", f"/api/v1/upload-sessions/{sdk['id']}", json={"max_images": 0}, headers=auth)
@@ -200,3 +217,71 @@ async def _a_delivery(client: httpx.AsyncClient, key: str) -> str:
     )
     delivery_id: str = graphql.json()["data"]["image"]["deliveries"][0]["id"]
     return delivery_id
+
+
+def _unbounded(node: Any, schemas: dict[str, Any], where: str, seen: frozenset[str]) -> list[str]:
+    """Where a number an operation takes has no lower or upper bound."""
+    if isinstance(node, list):
+        return [found for item in node for found in _unbounded(item, schemas, where, seen)]
+    if not isinstance(node, dict):
+        return []
+    if "$ref" in node:
+        name = node["$ref"].rsplit("/", 1)[1]
+        return [] if name in seen else _unbounded(schemas[name], schemas, f"{where} {name}", seen | {name})
+    found = []
+    if node.get("type") in ("integer", "number"):
+        low = {"minimum", "exclusiveMinimum"} & set(node)
+        high = {"maximum", "exclusiveMaximum"} & set(node)
+        if not (low and high):
+            found.append(f"{where}: {node}")
+    return found + [hit for key, value in node.items() for hit in _unbounded(value, schemas, f"{where}.{key}", seen)]
+
+
+async def test_every_number_an_operation_takes_is_bounded(client: httpx.AsyncClient) -> None:
+    doc = (await client.get("/v1/openapi.json")).json()
+    schemas = doc["components"]["schemas"]
+    unbounded = [
+        hit
+        for path, methods in doc["paths"].items()
+        for method, operation in methods.items()
+        for where, node in [
+            *((f"{method} {path} ?{p['name']}", p["schema"]) for p in operation["parameters"]),
+            (f"{method} {path} body", operation.get("requestBody", {})),
+        ]
+        for hit in _unbounded(node, schemas, where, frozenset())
+    ]
+    assert unbounded == []
+
+
+def test_limits_set_by_the_deployment_are_in_the_document(tmp_path: Path) -> None:
+    doc = create_app(make_settings(tmp_path, max_images_limit=7, long_poll_max_seconds=20)).state.openapi
+    schemas = doc["components"]["schemas"]
+    for model, field in [("SessionCreate", "max_images"), ("SessionUpdate", "max_images"), ("KeyCreate", "maxImages")]:
+        prop = schemas[model]["properties"][field]
+        assert [branch.get("maximum") for branch in prop.get("anyOf", [prop]) if branch.get("type") == "integer"] == [7]
+    poll = doc["paths"]["/v1/sessions/{id}/poll"]["get"]["parameters"]
+    assert next(p for p in poll if p["name"] == "timeout")["schema"]["maximum"] == 20
+
+
+async def test_every_operation_a_key_is_counted_on_documents_401_and_429(client: httpx.AsyncClient) -> None:
+    doc = (await client.get("/v1/openapi.json")).json()
+    for path, methods in doc["paths"].items():
+        for method, operation in methods.items():
+            if operation.get("security"):
+                assert {"401", "429"} <= set(operation["responses"]), f"{method} {path}"
+                assert "Retry-After" in operation["responses"]["429"]["headers"]
+
+
+async def test_a_spent_budget_is_a_documented_429_with_retry_after(tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path, rate_limit_per_minute=1))
+    async with (
+        LifespanManager(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        key = (await create_key(app.state.services, project_name="default", env=KeyEnv.LIVE)).plain_text
+        doc = app.state.openapi
+        assert (await http.get("/v1/sessions", headers=bearer(key))).status_code == 200
+        spent = await http.get("/v1/sessions", headers=bearer(key))
+        assert spent.status_code == 429
+        assert int(spent.headers["retry-after"]) >= 1
+        _check(doc, "GET", spent)

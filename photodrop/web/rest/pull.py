@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -25,8 +27,16 @@ async def list_waiting(request: Request) -> Response:
 
 async def _download(request: Request, image_id: str, session_id: str | None = None) -> Response:
     image, chunks = await pull.open_image(services(request), await caller(request), image_id, session_id=session_id)
-    headers = {"Content-Disposition": f'attachment; filename="{image.filename}"', "X-Aptr-Sha256": image.sha256}
+    headers = {"Content-Disposition": attachment(image.filename), "X-Aptr-Sha256": image.sha256}
     return StreamingResponse(chunks, media_type=image.mime_type, headers=headers)
+
+
+def attachment(filename: str) -> str:
+    """Content-Disposition for any file name (RFC 6266): an ASCII stand-in for old clients, and the
+    exact name in RFC 8187 form, since header values are Latin-1 on the wire and phones name
+    photos in every script."""
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 async def _ack(request: Request, image_id: str, session_id: str | None = None) -> Response:

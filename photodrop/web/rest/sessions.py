@@ -20,6 +20,7 @@ from photodrop.web.api import (
 )
 from photodrop.web.rest.common import UNLOCK_COOKIE, api, base_url, caller, set_unlock_cookie
 from photodrop.web.shapes import (
+    QR_MEDIA_TYPES,
     CreatedSessionOut,
     LentImageOut,
     PasswordCheck,
@@ -175,8 +176,7 @@ async def poll_session(request: Request) -> Response:
     "/sessions/{id}/qr",
     summary="The session link as a QR code (PNG, SVG or JPEG)",
     query=QrOptions,
-    responses={200: "image/png"},
-    errors=(400, 404),
+    responses={200: QR_MEDIA_TYPES},
     auth=False,
 )
 async def session_qr(request: Request) -> Response:
@@ -205,8 +205,8 @@ async def qr_response(request: Request, principal: Principal | None) -> Response
     ),
     body=MULTIPART_IMAGES,
     responses={201: UploadResultOut},
-    errors=(400, 404, 409, 410, 413, 415, 422, 429),
-    auth=False,
+    errors=(409, 410, 413, 415, 422),
+    auth="optional",
 )
 async def upload_images(request: Request) -> Response:
     session_id = request.path_params["id"]
@@ -233,7 +233,7 @@ async def upload_images(request: Request) -> Response:
     summary="Check a session password; a right one sets the unlock cookie",
     body=PasswordCheck,
     responses={200: PasswordResult},
-    errors=(400, 404, 429),
+    errors=(429,),
     auth=False,
 )
 async def verify_password(request: Request) -> Response:

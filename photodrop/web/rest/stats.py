@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from photodrop.resolvers import stats
+from photodrop.resolvers.paging import PageNumber
 from photodrop.resolvers.stats import UploadRow
 from photodrop.web.api import parse_query, respond, services
 from photodrop.web.rest.common import api, caller
@@ -96,7 +97,7 @@ class RecentUploadsOut(RootModel[list[UploadRowOut]]):
 class UploadPageQuery(_Camel):
     model_config = ConfigDict(extra="ignore")
 
-    page: int = Field(default=1, ge=1)
+    page: PageNumber = 1
     page_size: int = Field(default=20, ge=1, le=stats.MAX_PAGE_SIZE)
 
 

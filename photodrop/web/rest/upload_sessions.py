@@ -12,6 +12,7 @@ from photodrop.web.api import parse_query, read_json, respond, services
 from photodrop.web.rest.common import api, caller
 from photodrop.web.rest.sessions import created, qr_response
 from photodrop.web.shapes import (
+    QR_MEDIA_TYPES,
     CreatedSessionOut,
     DeliveryStatusOut,
     DeliveryStatusQuery,
@@ -37,8 +38,7 @@ async def create_upload_session(request: Request) -> Response:
     "/upload/{id}/session",
     summary="The session as the upload page sees it (camelCase); an API key, if sent, must own it",
     responses={200: UploadSessionOut},
-    errors=(404,),
-    auth=False,
+    auth="optional",
 )
 async def upload_session(request: Request) -> Response:
     session_id = request.path_params["id"]
@@ -71,9 +71,8 @@ async def update_upload_session(request: Request) -> Response:
     "/upload-sessions/{id}/qr",
     summary="The session link as a QR code: png, svg or jpeg; square or rounded; colours and a frame",
     query=QrOptions,
-    responses={200: "image/png"},
-    errors=(400, 404),
-    auth=False,
+    responses={200: QR_MEDIA_TYPES},
+    auth="optional",
 )
 async def upload_session_qr(request: Request) -> Response:
     principal = await caller(request) if request.headers.get("authorization") else None
