@@ -59,7 +59,9 @@ SESSION_SIZE = 50
 POLL_INTERVAL = 0.01
 ROUND_TIMEOUT = 90.0
 BUCKET = "photodrop-bench"
-READY = "photodrop worker delivering"
+READY = (
+    " delivering with concurrency "  # the worker's ready line: "photodrop worker <name> delivering with concurrency N"
+)
 WORKER = (
     "import sys, photodrop.delivery.s3, photodrop.delivery.webhook\n"
     "from photodrop.cli import main\n"
