@@ -218,6 +218,55 @@ async def test_a_worker_serves_its_own_metrics(
     assert await worker.terminated() == 0
 
 
+async def _changed(services: Services, delivery: Delivery) -> Delivery:
+    """The delivery once its lease has moved from where ``delivery`` saw it (renewed, or retaken)."""
+    with anyio.fail_after(60):
+        while True:  # another process holds the lease; nothing tells this one when it moves
+            (now,) = await _deliveries(services)
+            if (now.lease_owner, now.lease_expires_at) != (delivery.lease_owner, delivery.lease_expires_at):
+                return now
+            await anyio.sleep(0.05)
+
+
+@pytest.mark.anyio
+async def test_a_live_worker_keeps_its_short_lease_and_a_killed_ones_delivery_is_retaken(
+    client: httpx.AsyncClient,
+    key: str,
+    services: Services,
+    receiver: Receiver,
+    workers: list[WorkerProcess],
+) -> None:
+    lease = {"PHOTODROP_DELIVERY_LEASE_SECONDS": "3", **engine_env(services.settings)}
+    receiver.hold = anyio.Event()  # type: ignore[assignment]
+    session = await new_session(client, key, delivery_mode="webhook", webhook_url=receiver.url)
+    assert (await upload(client, session["id"])).status_code == 201
+    first = WorkerProcess.start(services.settings.data_dir, **lease)
+    workers.append(first)
+    with anyio.fail_after(60):
+        await receiver.holding.wait()
+    (held,) = await _deliveries(services)
+    second = WorkerProcess.start(services.settings.data_dir, **lease)
+    workers.append(second)
+    await anyio.to_thread.run_sync(second.wait_for, "delivering with concurrency")
+
+    # The attempt outlasts its three-second lease: the first worker's heartbeat renews it, so the
+    # second worker, polling all along, does not take it over while the first one lives.
+    renewed = await _changed(services, held)
+    assert renewed.lease_owner == held.lease_owner and renewed.status is DeliveryStatus.SENDING
+    assert len(receiver.received) == 1, first.lines + second.lines
+
+    first.kill()  # SIGKILL: no hand-back; its lease lapses within seconds and the second worker retakes it
+    hold, receiver.hold = receiver.hold, None
+    hold.set()  # the answer goes to a dead socket: that attempt never completed
+    with anyio.fail_after(60):
+        again = (await receiver.wait_for(2))[1]
+    assert again.headers["webhook-id"] == receiver.received[0].headers["webhook-id"] == held.id
+    assert await second.terminated() == 0  # a clean stop records what finished before handing back
+    (delivery,) = await _deliveries(services)
+    assert delivery.status is DeliveryStatus.SUCCEEDED and delivery.attempts == 1
+    assert delivery.lease_owner is None and delivery.lease_owner != held.lease_owner
+
+
 @pytest.mark.parametrize(
     "args",
     [["serve", "--workers", "0"], ["serve", "--workers", "two"], ["worker", "--concurrency", "0"]],
