@@ -59,7 +59,9 @@ SESSION_SIZE = 50
 POLL_INTERVAL = 0.01
 ROUND_TIMEOUT = 90.0
 BUCKET = "photodrop-bench"
-READY = "photodrop worker delivering"
+READY = (
+    " delivering with concurrency "  # the worker's ready line: "photodrop worker <name> delivering with concurrency N"
+)
 WORKER = (
     "import sys, photodrop.delivery.s3, photodrop.delivery.webhook\n"
     "from photodrop.cli import main\n"
@@ -224,7 +226,7 @@ class Bench:
             "secret_access_key": "testing",
             "region": "us-east-1",
         }
-        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {self.key}"}) as client:
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {self.key}"}, timeout=60) as client:
             ids = []
             for body in (
                 {"kind": "s3", "name": "bench", "config": s3},
@@ -237,7 +239,7 @@ class Bench:
 
     async def upload(self, session_body: dict[str, Any], count: int) -> list[str]:
         """``count`` uploads, the photos in turn, into fresh sessions of SESSION_SIZE; their ids."""
-        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {self.key}"}) as client:
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {self.key}"}, timeout=60) as client:
             sessions = []
             for _ in range(math.ceil(count / SESSION_SIZE)):
                 response = await client.post(f"{self.photodrop_url}/v1/sessions", json=session_body)

@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = False
     delivery_schedule: str = "0,5,300,1800,7200,18000,36000,36000"
     delivery_concurrency: int = Field(default=8, ge=1)
-    delivery_lease_seconds: float = Field(default=120, gt=0)
+    delivery_lease_seconds: float = Field(default=15, gt=0)
     delivery_poll_interval: float = Field(default=1.0, gt=0)
     run_worker: bool = True
     # Processes and observability: how long SIGTERM waits for requests and deliveries in flight,

@@ -22,6 +22,7 @@ from sqlmodel import select
 from photodrop.config import Settings
 from photodrop.context import Services
 from photodrop.models import Delivery, DeliveryStatus
+from photodrop.resolvers.deliveries import attempts_of
 from tests.conftest import bearer, engine_env, image_bytes, make_settings, new_session, upload
 from tests.delivery.receiver import Receiver, receiving
 from tests.live import LiveServer, free_port, photodrop_cli, photodrop_env
@@ -123,6 +124,26 @@ async def _deliveries(services: Services) -> list[Delivery]:
         return list((await s.exec(select(Delivery).order_by(Delivery.created_at))).all())
 
 
+async def _held_delivery(
+    client: httpx.AsyncClient,
+    key: str,
+    services: Services,
+    receiver: Receiver,
+    workers: list[WorkerProcess],
+    *args: str,
+    **env: str,
+) -> WorkerProcess:
+    """An uploaded photo, and a worker process (added to ``workers``) sending it, whose POST the receiver holds."""
+    receiver.hold = anyio.Event()  # type: ignore[assignment]
+    session = await new_session(client, key, delivery_mode="webhook", webhook_url=receiver.url)
+    assert (await upload(client, session["id"])).status_code == 201
+    worker = WorkerProcess.start(services.settings.data_dir, *args, **env, **engine_env(services.settings))
+    workers.append(worker)
+    with anyio.fail_after(60):
+        await receiver.holding.wait()
+    return worker
+
+
 @pytest.mark.anyio
 async def test_sigterm_hands_back_a_delivery_the_grace_cannot_finish(
     client: httpx.AsyncClient,
@@ -131,15 +152,7 @@ async def test_sigterm_hands_back_a_delivery_the_grace_cannot_finish(
     receiver: Receiver,
     workers: list[WorkerProcess],
 ) -> None:
-    receiver.hold = anyio.Event()  # type: ignore[assignment]
-    session = await new_session(client, key, delivery_mode="webhook", webhook_url=receiver.url)
-    assert (await upload(client, session["id"])).status_code == 201
-    worker = WorkerProcess.start(
-        services.settings.data_dir, PHOTODROP_SHUTDOWN_TIMEOUT="0", **engine_env(services.settings)
-    )
-    workers.append(worker)
-    with anyio.fail_after(60):
-        await receiver.holding.wait()
+    worker = await _held_delivery(client, key, services, receiver, workers, PHOTODROP_SHUTDOWN_TIMEOUT="0")
     assert (await _deliveries(services))[0].status is DeliveryStatus.SENDING
     assert await worker.terminated() == 0
     (delivery,) = await _deliveries(services)
@@ -158,23 +171,14 @@ async def test_sigterm_lets_the_delivery_in_flight_finish_and_claims_nothing_mor
     receiver: Receiver,
     workers: list[WorkerProcess],
 ) -> None:
-    receiver.hold = anyio.Event()  # type: ignore[assignment]
-    session = await new_session(client, key, delivery_mode="webhook", webhook_url=receiver.url)
-    assert (await upload(client, session["id"])).status_code == 201
     # One delivery at a time: while the first is held the worker has no room to claim anything else.
-    worker = WorkerProcess.start(
-        services.settings.data_dir,
-        "--concurrency",
-        "1",
-        PHOTODROP_SHUTDOWN_TIMEOUT="120",
-        **engine_env(services.settings),
+    worker = await _held_delivery(
+        client, key, services, receiver, workers, "--concurrency", "1", PHOTODROP_SHUTDOWN_TIMEOUT="120"
     )
-    workers.append(worker)
-    with anyio.fail_after(60):
-        await receiver.holding.wait()
+    session_id = (await _deliveries(services))[0].session_id
     worker.process.send_signal(signal.SIGTERM)
     await anyio.to_thread.run_sync(worker.wait_for, "stopping: no new deliveries")
-    assert (await upload(client, session["id"])).status_code == 201  # arrives after the worker began to stop
+    assert (await upload(client, session_id)).status_code == 201  # arrives after the worker began to stop
     receiver.hold.set()
     assert await worker.exited() == 0
     first, second = await _deliveries(services)
@@ -216,6 +220,57 @@ async def test_a_worker_serves_its_own_metrics(
                     break
                 await anyio.sleep(0.05)
     assert await worker.terminated() == 0
+
+
+async def _changed(services: Services, delivery: Delivery) -> Delivery:
+    """The delivery once its lease has moved from where ``delivery`` saw it (renewed, or retaken)."""
+    with anyio.fail_after(60):
+        while True:  # another process holds the lease; nothing tells this one when it moves
+            (now,) = await _deliveries(services)
+            if (now.lease_owner, now.lease_expires_at) != (delivery.lease_owner, delivery.lease_expires_at):
+                return now
+            await anyio.sleep(0.05)
+
+
+@pytest.mark.anyio
+async def test_a_live_worker_keeps_its_short_lease_and_a_killed_ones_delivery_is_retaken(
+    client: httpx.AsyncClient,
+    key: str,
+    services: Services,
+    receiver: Receiver,
+    workers: list[WorkerProcess],
+) -> None:
+    lease = {"PHOTODROP_DELIVERY_LEASE_SECONDS": "3", **engine_env(services.settings)}
+    workers.extend(WorkerProcess.start(services.settings.data_dir, **lease) for _ in range(2))
+    for worker in workers:  # both ready first, so the held attempt's 30 s timeout covers only what follows
+        await anyio.to_thread.run_sync(worker.wait_for, "delivering with concurrency")
+    receiver.hold = anyio.Event()  # type: ignore[assignment]
+    session = await new_session(client, key, delivery_mode="webhook", webhook_url=receiver.url)
+    assert (await upload(client, session["id"])).status_code == 201
+    with anyio.fail_after(60):
+        await receiver.holding.wait()
+    (held,) = await _deliveries(services)
+    assert held.lease_owner is not None
+    (first,) = [worker for worker in workers if f":{worker.process.pid}:" in held.lease_owner]
+    (second,) = [worker for worker in workers if worker is not first]
+
+    # The attempt outlasts its three-second lease: the heartbeat of the worker sending it renews it,
+    # so the other worker, polling all along, does not take it over while the first one lives.
+    renewed = await _changed(services, held)
+    assert renewed.lease_owner == held.lease_owner and renewed.status is DeliveryStatus.SENDING
+    assert len(receiver.received) == 1, first.lines + second.lines
+
+    first.kill()  # SIGKILL: no hand-back; its lease lapses within seconds and the second worker retakes it
+    hold, receiver.hold = receiver.hold, None
+    hold.set()  # the answer goes to a dead socket: that attempt never completed
+    with anyio.fail_after(60):
+        again = (await receiver.wait_for(2))[1]
+    assert again.headers["webhook-id"] == receiver.received[0].headers["webhook-id"] == held.id
+    assert await second.terminated() == 0  # a clean stop records what finished before handing back
+    (delivery,) = await _deliveries(services)
+    assert delivery.status is DeliveryStatus.SUCCEEDED and delivery.attempts == 1 and delivery.lease_owner is None
+    (attempt,) = await attempts_of(services, delivery.id)  # the killed worker never got to record one
+    assert f":{second.process.pid}:" in attempt.worker
 
 
 @pytest.mark.parametrize(

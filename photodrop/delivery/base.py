@@ -13,13 +13,16 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from photodrop.config import Settings
 from photodrop.delivery.errors import Misconfigured
 from photodrop.images import EXTENSIONS
+
+if TYPE_CHECKING:
+    from photodrop.delivery.webhook import WebhookClients
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class DeliveryContext:
 
     settings: Settings
     signing_secrets: tuple[str, ...] = ()
+    # The worker's keep-alive webhook clients; without them (a one-off check) each POST opens its own.
+    http: WebhookClients | None = field(default=None, repr=False)
 
 
 class DestinationConfig(BaseModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -17,7 +18,9 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -116,10 +119,9 @@ class WebhookDestination(Destination):
     async def post(self, body: bytes, headers: Mapping[str, str]) -> httpx.Response:
         """POST to the configured URL through the address checked by the SSRF guard."""
         url, host, address = await self._checked_target()
+        clients = self.context.http
         try:
-            async with httpx.AsyncClient(
-                timeout=TIMEOUT, follow_redirects=False, trust_env=False, verify=_tls_context()
-            ) as client:
+            async with clients.lend(urlsplit(url).scheme, host) if clients else new_client() as client:
                 request = client.build_request(
                     "POST", url, content=body, headers={**headers, "Host": host}, extensions={"sni_hostname": host}
                 )
@@ -169,10 +171,12 @@ class WebhookDestination(Destination):
             "filename": payload.filename,
             "size_bytes": payload.size_bytes,
             "sha256": payload.sha256,
-            "data": base64.b64encode(data).decode(),
-            "tags": tags,
         }
-        return json.dumps(document).encode(), "application/json", {}
+        # The same bytes as json.dumps of the whole document with "data" and "tags" at its end, but
+        # the base64 goes in as it is: no str of it to decode, escape-scan and encode again.
+        head = json.dumps(document)[:-1].encode()
+        parts = (head, b', "data": "', base64.b64encode(data), b'", "tags": ', json.dumps(tags).encode(), b"}")
+        return b"".join(parts), "application/json", {}
 
     async def _checked_target(self) -> tuple[str, str, str]:
         """The URL rewritten to the one address it resolved to, once that address is allowed."""
@@ -193,6 +197,58 @@ class WebhookDestination(Destination):
         netloc = f"{literal}:{port}"
         host_header = host if parts.port is None else f"{host}:{parts.port}"
         return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")), host_header, str(address)
+
+
+def new_client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False, trust_env=False, verify=_tls_context())
+
+
+@dataclass
+class _Lent:
+    client: httpx.AsyncClient
+    users: int = 0
+    retired: bool = False
+
+
+class WebhookClients:
+    """A worker's keep-alive HTTP clients for webhook POSTs: made on first use, closed at shutdown,
+    so deliveries to one receiver reuse their connections instead of opening one each.
+
+    One client per (scheme, host): a request goes to the address its host was checked at, so a
+    client's pool is keyed by that address, and a host must not be sent over a TLS connection made
+    (and verified) for another host on the same address. The least recently used clients beyond
+    ``size`` are closed once no request is using them.
+    """
+
+    def __init__(self, size: int = 128) -> None:
+        self._size = size
+        self._clients: OrderedDict[tuple[str, str], _Lent] = OrderedDict()
+
+    @contextlib.asynccontextmanager
+    async def lend(self, scheme: str, host: str) -> AsyncIterator[httpx.AsyncClient]:
+        key = (scheme, host.lower())
+        lent = self._clients.pop(key, None) or _Lent(new_client())
+        self._clients[key] = lent
+        lent.users += 1
+        idle = []
+        while len(self._clients) > self._size:
+            _, oldest = self._clients.popitem(last=False)
+            oldest.retired = True
+            if oldest.users == 0:
+                idle.append(oldest.client)
+        for client in idle:
+            await client.aclose()
+        try:
+            yield lent.client
+        finally:
+            lent.users -= 1
+            if lent.retired and lent.users == 0:
+                await lent.client.aclose()
+
+    async def aclose(self) -> None:
+        lent, self._clients = list(self._clients.values()), OrderedDict()
+        for entry in lent:
+            await entry.client.aclose()
 
 
 @functools.cache

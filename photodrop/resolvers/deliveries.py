@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -45,25 +46,65 @@ class Job:
     payload: Payload
 
 
-async def claim_due(services: Services, *, worker: str, limit: int) -> list[Delivery]:
-    """Lease up to ``limit`` due image deliveries (pull-mode ones wait for the client instead)."""
-    return await outbox.claim(services, Delivery, worker=worker, limit=limit, where=[col(Delivery.kind).in_(PUSHED)])
+@dataclass(frozen=True)
+class Failed:
+    """A leased delivery that cannot be attempted (its destination is gone, its credentials do
+    not open): the worker records the error as the attempt's outcome."""
+
+    delivery: Delivery
+    error: Exception
 
 
-async def prepare(services: Services, delivery: Delivery) -> Job:
-    """Gather the image, its session and its destination's configuration for one attempt."""
-    async with services.db.read() as s:
-        image = await s.get(Image, delivery.image_id)
-        session = await s.get(UploadSession, delivery.session_id)
-        project = await s.get(Project, delivery.project_id)
-        destination = await s.get(Destination, delivery.destination_id) if delivery.destination_id else None
-    assert image is not None and session is not None and project is not None
+async def claim_jobs(services: Services, *, worker: str, limit: int) -> list[Job | Failed]:
+    """Lease up to ``limit`` due image deliveries (pull-mode ones wait for the client instead), each
+    with what its attempt needs, in one short transaction: the lease and one joined read."""
+    async with services.db.write() as s:
+        leased = await outbox.lease(
+            s,
+            Delivery,
+            worker=worker,
+            limit=limit,
+            seconds=services.settings.delivery_lease_seconds,
+            where=[col(Delivery.kind).in_(PUSHED)],
+        )
+        if not leased:
+            return []
+        rows = await s.exec(
+            select(Delivery.id, Image, UploadSession, Project, Destination)  # type: ignore[call-overload]
+            .join(Image, col(Image.id) == Delivery.image_id)
+            .join(UploadSession, col(UploadSession.id) == Delivery.session_id)
+            .join(Project, col(Project.id) == Delivery.project_id)
+            .outerjoin(Destination, col(Destination.id) == Delivery.destination_id)
+            .where(col(Delivery.id).in_([delivery.id for delivery in leased]))
+        )
+        related = {row[0]: row[1:] for row in rows.all()}
+    return [
+        _job(services, delivery, *related[delivery.id])
+        if delivery.id in related
+        else Failed(delivery, LookupError("the image, session or project of this delivery is gone"))
+        for delivery in leased
+    ]
+
+
+def _job(
+    services: Services,
+    delivery: Delivery,
+    image: Image,
+    session: UploadSession,
+    project: Project,
+    destination: Destination | None,
+) -> Job | Failed:
+    """The attempt for ``delivery``, or why it cannot be made."""
     if delivery.kind is DeliveryMode.WEBHOOK and destination is None:
         config: dict[str, Any] = {"url": session.webhook_url, "format": session.webhook_format.value}
     elif destination is None:
-        raise Misconfigured(f"the {delivery.kind.value} destination of this delivery no longer exists")
+        gone = f"the {delivery.kind.value} destination of this delivery no longer exists"
+        return Failed(delivery, Misconfigured(gone))
     else:
-        config = decrypt_config(services, destination.config_encrypted)
+        try:
+            config = _configs.open(services, destination.config_encrypted)
+        except Exception as exc:
+            return Failed(delivery, exc)
     storage = services.storage
 
     def chunks() -> AsyncIterator[bytes]:
@@ -87,6 +128,30 @@ async def prepare(services: Services, delivery: Delivery) -> Job:
     return Job(delivery=delivery, kind=delivery.kind.value, config=config, context=context, payload=payload)
 
 
+class _OpenedConfigs:
+    """Decrypted destination configurations, kept so that each attempt skips the key derivation and
+    decryption. Keyed by the sealed text itself: a changed configuration (an update, a rotated
+    token) is sealed anew, so a stale entry can never be served, and no invalidation is needed."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._opened: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+
+    def open(self, services: Services, sealed: str) -> dict[str, Any]:
+        key = (services.settings.resolved_secret_key, sealed)
+        config = self._opened.get(key)
+        if config is None:
+            config = self._opened[key] = decrypt_config(services, sealed)
+            if len(self._opened) > self._size:
+                self._opened.popitem(last=False)
+        else:
+            self._opened.move_to_end(key)
+        return dict(config)
+
+
+_configs = _OpenedConfigs()
+
+
 def tags_as_object(tags: dict[str, str] | list[str] | None) -> dict[str, str]:
     """Tags as an object: list items split at their first ``:`` (an item without one maps to "")."""
     if tags is None:
@@ -96,16 +161,42 @@ def tags_as_object(tags: dict[str, str] | list[str] | None) -> dict[str, str]:
     return {key: value for key, _, value in (item.partition(":") for item in tags)}
 
 
-async def record_attempt(
-    services: Services,
-    delivery: Delivery,
-    *,
-    worker: str,
-    started: datetime,
-    duration_ms: int,
-    outcome: Receipt | DeliveryError,
-) -> Delivery | None:
-    """Store one attempt and its consequence; None when this worker's lease was lost meanwhile."""
+@dataclass(frozen=True)
+class Attempted:
+    """One finished attempt, waiting to be recorded."""
+
+    delivery: Delivery
+    started: datetime
+    duration_ms: int
+    outcome: Receipt | DeliveryError
+
+
+async def record_attempts(services: Services, attempts: Sequence[Attempted], *, worker: str) -> list[Delivery | None]:
+    """Store several attempts and their consequences in one transaction, then publish their events.
+
+    Each answer is the delivery as stored, or None when this worker's lease was lost meanwhile
+    (another worker took the row over, so this attempt is not recorded).
+    """
+    rows = {attempted.delivery.id: _attempt_row(services, attempted, worker=worker) for attempted in attempts}
+    events: list[Envelope] = []
+    async with services.db.write() as s:
+        settled = await outbox.settle_many(
+            s, Delivery, {key: values for key, (_, values) in rows.items()}, worker=worker
+        )
+        for key, stored in settled.items():
+            attempt = rows[key][0]
+            s.add(attempt)
+            event = delivery_event(stored, attempt)
+            s.add(event.to_row())
+            events.append(event)
+    if events:
+        await services.bus.publish(events)
+    return [settled.get(attempted.delivery.id) for attempted in attempts]
+
+
+def _attempt_row(services: Services, attempted: Attempted, *, worker: str) -> tuple[DeliveryAttempt, dict[str, Any]]:
+    """The attempt's log row, and the delivery's new state."""
+    delivery, outcome = attempted.delivery, attempted.outcome
     number = delivery.attempts + 1
     attempt = DeliveryAttempt(
         id=new_id("att"),
@@ -113,9 +204,9 @@ async def record_attempt(
         number=number,
         succeeded=isinstance(outcome, Receipt),
         status_code=outcome.status_code,
-        duration_ms=duration_ms,
+        duration_ms=attempted.duration_ms,
         worker=worker,
-        started_at=started,
+        started_at=attempted.started,
     )
     if isinstance(outcome, Receipt):
         attempt.remote_location = outcome.location
@@ -128,15 +219,7 @@ async def record_attempt(
     else:
         attempt.error = outcome.message[:2000]
         values = outbox.after_failure(number, outcome, services.settings.retry_delays)
-    async with services.db.write() as s:
-        stored = await outbox.settle(s, Delivery, delivery.id, worker=worker, values=values)
-        if stored is None:
-            return None
-        s.add(attempt)
-        event = delivery_event(stored, attempt)
-        s.add(event.to_row())
-    await services.bus.publish([event])
-    return stored
+    return attempt, values
 
 
 def delivery_event(delivery: Delivery, attempt: DeliveryAttempt) -> Envelope:

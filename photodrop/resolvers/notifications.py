@@ -20,7 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from photodrop.context import Principal, Services
 from photodrop.delivery.base import DeliveryContext
 from photodrop.delivery.errors import DeliveryError
-from photodrop.delivery.webhook import WebhookConfig, WebhookDestination
+from photodrop.delivery.webhook import WebhookClients, WebhookConfig, WebhookDestination
 from photodrop.errors import NotFound, StateConflict
 from photodrop.events import Envelope
 from photodrop.ids import new_id
@@ -87,7 +87,7 @@ async def claim_due(services: Services, *, worker: str, limit: int) -> list[Noti
     return await outbox.claim(services, Notification, worker=worker, limit=limit)
 
 
-async def send(services: Services, notification: Notification) -> None:
+async def send(services: Services, notification: Notification, *, http: WebhookClients | None = None) -> None:
     """Sign and POST the event envelope, with the session's tags and images, to its URL."""
     async with services.db.read() as s:
         event = await s.get(Event, notification.event_id)
@@ -126,7 +126,7 @@ async def send(services: Services, notification: Notification) -> None:
         },
     }
     if notification.webhook_id is None:
-        context = DeliveryContext(settings=services.settings, signing_secrets=signing_secrets(services, project))
+        context = DeliveryContext(settings=services.settings, signing_secrets=signing_secrets(services, project), http=http)
         await WebhookDestination(WebhookConfig(url=notification.url), context).send_event(event.id, document)
         return
     async with services.db.read() as s:
@@ -134,10 +134,17 @@ async def send(services: Services, notification: Notification) -> None:
     assert webhook is not None
     name = subscribed_name(webhook.topics, event.type)
     document |= {"event": name, "topic": name, "project_id": project.id, "timestamp": document["created_at"]}
-    await send_to_webhook(services, webhook, event.id, document)
+    await send_to_webhook(services, webhook, event.id, document, http=http)
 
 
-async def send_to_webhook(services: Services, webhook: EventWebhook, message_id: str, document: dict[str, Any]) -> int:
+async def send_to_webhook(
+    services: Services,
+    webhook: EventWebhook,
+    message_id: str,
+    document: dict[str, Any],
+    *,
+    http: WebhookClients | None = None,
+) -> int:
     """POST ``document`` to a project event webhook, signed the way it asked (hmac_sha256 or svix)."""
     body = json.dumps(document).encode()
     timestamp = int(time.time())
@@ -160,7 +167,7 @@ async def send_to_webhook(services: Services, webhook: EventWebhook, message_id:
         "X-Aptr-Event": str(document.get("type", "")),
         **signed,
     }
-    context = DeliveryContext(settings=services.settings)
+    context = DeliveryContext(settings=services.settings, http=http)
     response = await WebhookDestination(WebhookConfig(url=webhook.url), context).post(body, headers)
     return response.status_code
 

@@ -1,7 +1,9 @@
 """Leasing rows from an outbox table (deliveries, notifications): due ones, or ones whose lease ran out.
 
-PostgreSQL skips rows other workers hold (``FOR UPDATE SKIP LOCKED``); SQLite runs write
-transactions one at a time, so the select-then-update is already exclusive there.
+A lease is one statement (an UPDATE of the rows its subquery picks). PostgreSQL skips rows other
+workers hold (``FOR UPDATE SKIP LOCKED``); SQLite runs write transactions one at a time, so the
+statement is already exclusive there. Leases are short and the worker renews the ones it holds
+while it works, so the rows of a worker that died are free again within one lease.
 """
 
 from __future__ import annotations
@@ -26,32 +28,57 @@ async def claim(
     services: Services, table: type[Row], *, worker: str, limit: int, where: Sequence[ColumnElement[bool]] = ()
 ) -> list[Row]:
     """Lease up to ``limit`` rows of ``table`` for ``worker``."""
+    async with services.db.write() as s:
+        seconds = services.settings.delivery_lease_seconds
+        return await lease(s, table, worker=worker, limit=limit, seconds=seconds, where=where)
+
+
+async def lease(
+    s: AsyncSession,
+    table: type[Row],
+    *,
+    worker: str,
+    limit: int,
+    seconds: float,
+    where: Sequence[ColumnElement[bool]] = (),
+) -> list[Row]:
+    """Lease up to ``limit`` due rows for ``seconds``, in one statement inside the caller's transaction."""
     now = utcnow()
     status, lease_expires_at = col(table.status), col(table.lease_expires_at)
     due = or_(
         (status == DeliveryStatus.PENDING.value) & (col(table.next_attempt_at) <= now),
         (status == DeliveryStatus.SENDING.value) & (lease_expires_at < now),
     )
+    chosen = (
+        select(table.id)
+        .where(due, *where)
+        .order_by(col(table.next_attempt_at))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    until = now + timedelta(seconds=seconds)
+    claimed = await s.exec(
+        update(table)
+        .where(col(table.id).in_(chosen))
+        .values(status=DeliveryStatus.SENDING.value, lease_owner=worker, lease_expires_at=until)
+        .returning(table)
+        .execution_options(synchronize_session=False)
+    )
+    return list(claimed.scalars().all())
+
+
+async def renew(services: Services, *, worker: str) -> None:
+    """Extend the lease on every row ``worker`` holds (a heartbeat): a live worker keeps its rows
+    however long an attempt takes, while a dead one's lapse within one short lease."""
+    until = utcnow() + timedelta(seconds=services.settings.delivery_lease_seconds)
     async with services.db.write() as s:
-        query = (
-            select(table.id)
-            .where(due, *where)
-            .order_by(col(table.next_attempt_at))
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        ids = list((await s.exec(query)).all())
-        if not ids:
-            return []
-        lease_until = now + timedelta(seconds=services.settings.delivery_lease_seconds)
-        claimed = await s.exec(
-            update(table)
-            .where(col(table.id).in_(ids))
-            .values(status=DeliveryStatus.SENDING.value, lease_owner=worker, lease_expires_at=lease_until)
-            .returning(table)
-            .execution_options(synchronize_session=False)
-        )
-        return list(claimed.scalars().all())
+        for table in (Delivery, Notification):
+            await s.exec(
+                update(table)
+                .where(col(table.lease_owner) == worker, col(table.status) == DeliveryStatus.SENDING.value)
+                .values(lease_expires_at=until)
+                .execution_options(synchronize_session=False)
+            )
 
 
 async def settle(s: AsyncSession, table: type[Row], row_id: str, *, worker: str, values: dict[str, Any]) -> Row | None:
@@ -65,6 +92,26 @@ async def settle(s: AsyncSession, table: type[Row], row_id: str, *, worker: str,
         .execution_options(synchronize_session=False)
     )
     settled: Row | None = result.scalars().first()
+    return settled
+
+
+async def settle_many(
+    s: AsyncSession, table: type[Row], values: dict[str, dict[str, Any]], *, worker: str
+) -> dict[str, Row]:
+    """Apply several attempts' outcomes (row id -> new values) inside the caller's transaction, to
+    the rows ``worker`` still holds; those are returned, by id. One read locks them all, and the
+    unit of work writes the changes back in a statement or two however many there are."""
+    held = await s.exec(
+        select(table).where(col(table.id).in_(list(values)), col(table.lease_owner) == worker).with_for_update()
+    )
+    now = utcnow()
+    settled: dict[str, Row] = {}
+    for row in held.all():
+        changes = {"lease_owner": None, "lease_expires_at": None, "updated_at": now, **values[row.id]}
+        changes["status"] = DeliveryStatus(changes.get("status", row.status))
+        for name, value in changes.items():
+            setattr(row, name, value)
+        settled[row.id] = row
     return settled
 
 

@@ -144,6 +144,33 @@ async def test_each_image_goes_to_every_destination_of_the_session(
         assert [r.body for r in second.received] == [photo]
 
 
+async def test_a_destination_edited_between_deliveries_is_delivered_to_as_edited(
+    client: httpx.AsyncClient, key: str, receiver: Receiver
+) -> None:
+    async with receiving() as moved:
+        created = await client.post(
+            "/v1/destinations",
+            json={"kind": "webhook", "name": "hook", "config": {"url": receiver.url}},
+            headers=bearer(key),
+        )
+        destination = created.json()["id"]
+        session = await new_session(client, key, delivery_mode=None, destination_ids=[destination])
+        await upload(client, session["id"])
+        with anyio.fail_after(20):
+            await receiver.wait_for(1)
+        edited = await client.patch(
+            f"/v1/destinations/{destination}",
+            json={"config": {"url": moved.url, "format": "binary"}},
+            headers=bearer(key),
+        )
+        assert edited.status_code == 200, edited.text
+        photo = image_bytes("PNG")
+        await upload(client, session["id"], ("second.png", photo, "image/png"))
+        with anyio.fail_after(20):
+            (got,) = await moved.wait_for(1)
+    assert got.body == photo and len(receiver.received) == 1  # the edited URL and format, not remembered ones
+
+
 async def test_a_worker_killed_mid_delivery_loses_nothing_and_duplicates_nothing(
     tmp_path: Path, receiver: Receiver
 ) -> None:
