@@ -126,7 +126,9 @@ async def send(services: Services, notification: Notification, *, http: WebhookC
         },
     }
     if notification.webhook_id is None:
-        context = DeliveryContext(settings=services.settings, signing_secrets=signing_secrets(services, project), http=http)
+        context = DeliveryContext(
+            settings=services.settings, signing_secrets=signing_secrets(services, project), http=http
+        )
         await WebhookDestination(WebhookConfig(url=notification.url), context).send_event(event.id, document)
         return
     async with services.db.read() as s:
