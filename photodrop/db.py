@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import Table, create_engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from photodrop.config import Settings
+from photodrop.writer import GroupWriter, Unit
+
+T = TypeVar("T")
 
 _WRITE = "photodrop_write"
 _MIGRATION_LOCK = 0x70686F746F  # any constant of our own: "photo" in ASCII
@@ -35,9 +40,11 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         options: dict[str, Any] = {}
+        on_disk = False
         if self.is_sqlite:
-            path = url.split("///", 1)[-1]
-            if path and path != ":memory:":
+            path = url.split("///", 1)[-1] if "///" in url else ""
+            on_disk = bool(path) and path != ":memory:"
+            if on_disk:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             options["connect_args"] = {"timeout": 30}
         else:
@@ -54,6 +61,12 @@ class Database:
         self._writes = async_sessionmaker(
             self.engine.execution_options(**{_WRITE: True}), class_=AsyncSession, expire_on_commit=False
         )
+        self._writer: GroupWriter | None = None
+        if on_disk:
+            # The group writer's own connection: the same file, pragmas and BEGIN IMMEDIATE.
+            sync_engine = create_engine(url.replace("+aiosqlite", ""), connect_args={"timeout": 30})
+            _configure_sqlite(sync_engine)
+            self._writer = GroupWriter(sync_engine.execution_options(**{_WRITE: True}))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -79,6 +92,17 @@ class Database:
         async with self._write_queue, self._writes() as session, session.begin():
             yield session
 
+    async def run(self, unit: Unit[T]) -> T:
+        """Run ``unit`` (Core statements on a ``Connection``) as one transaction of its own, or as one
+        savepoint of the group writer's next transaction on SQLite; its result once committed.
+
+        Nothing is held on the event loop while it waits: the unit queues behind no asyncio lock.
+        """
+        if self._writer is not None:
+            return await self._writer.run(unit)
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(unit)
+
     async def migrate(self) -> None:
         """Bring the schema to the newest revision.
 
@@ -91,7 +115,26 @@ class Database:
             await conn.run_sync(_upgrade)
 
     async def dispose(self) -> None:
+        if self._writer is not None:
+            await self._writer.close()
         await self.engine.dispose()
+
+
+def inserting(*rows: SQLModel) -> Unit[None]:
+    """A unit that inserts ``rows`` (table models, in the order given: parents first) as they are."""
+
+    def insert(conn: Connection) -> None:
+        for row in rows:
+            table = _table_of(type(row))
+            conn.execute(table.insert(), {column.key: getattr(row, column.key) for column in table.columns})
+
+    return insert
+
+
+@functools.cache
+def _table_of(model: type[SQLModel]) -> Table:
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
 
 
 def _with_async_driver(url: str) -> str:
