@@ -37,17 +37,27 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
+class _LoadFailed:
+    """What a failed load hands the requests that waited on it: each then loads for itself."""
+
+
+_LOAD_FAILED = _LoadFailed()
+
+
 class TimedCache(Generic[K, V]):
     """Values by key, each for ``ttl`` seconds or until dropped; a miss (None) is never kept.
 
-    A value read while a drop happened is handed out but not kept, so a load that began before a
-    change cannot put the old state back after the change was announced.
+    Concurrent requests for a key that is not held share one load, so a copy expiring under load
+    costs one read, not one per request in flight. A value read while a drop happened is handed
+    out but not kept, so a load that began before a change cannot put the old state back after
+    the change was announced.
     """
 
     def __init__(self, ttl: float = TTL, max_entries: int = MAX_ENTRIES) -> None:
         self.ttl = ttl
         self._max = max_entries
         self._entries: dict[K, tuple[float, V]] = {}
+        self._loading: dict[K, asyncio.Future[V | None | _LoadFailed]] = {}
         self._generation = 0
 
     async def get(self, key: K, load: Callable[[], Awaitable[V | None]]) -> V | None:
@@ -55,8 +65,21 @@ class TimedCache(Generic[K, V]):
         now = time.monotonic()
         if held is not None and held[0] > now:
             return held[1]
+        pending = self._loading.get(key)
+        if pending is not None:
+            shared = await asyncio.shield(pending)
+            return await load() if isinstance(shared, _LoadFailed) else shared
         generation = self._generation
-        value = await load()
+        self._loading[key] = future = asyncio.get_running_loop().create_future()
+        try:
+            value = await load()
+        except BaseException:
+            future.set_result(_LOAD_FAILED)
+            raise
+        finally:
+            if self._loading.get(key) is future:
+                del self._loading[key]
+        future.set_result(value)
         if value is not None and generation == self._generation:
             if len(self._entries) >= self._max:
                 self._entries.pop(next(iter(self._entries)))  # the oldest
@@ -68,13 +91,16 @@ class TimedCache(Generic[K, V]):
         return key in self._entries
 
     def drop(self, keys: Iterable[K]) -> None:
+        # A load in flight may have read the old state: requests from now on start their own.
         self._generation += 1
         for key in keys:
             self._entries.pop(key, None)
+            self._loading.pop(key, None)
 
     def clear(self) -> None:
         self._generation += 1
         self._entries.clear()
+        self._loading.clear()
 
 
 class Caches:
