@@ -60,11 +60,15 @@ class GroupWriter:
 
     async def run(self, unit: Unit[T]) -> T:
         """Run ``unit`` in the next group transaction; its result once that transaction committed."""
+        return await self.submit(unit)
+
+    def submit(self, unit: Unit[T]) -> asyncio.Future[T]:
+        """Queue ``unit`` now; the future resolves once the transaction that ran it committed."""
         self._ensure_started()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Job(unit, future, loop))
-        return await future
+        return future
 
     async def close(self) -> None:
         """Let the queued units commit, then stop the thread."""
