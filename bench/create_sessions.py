@@ -2,8 +2,9 @@
 
 photodrop: ``POST /v1/sessions`` with a bearer key on a real ``photodrop serve`` process and the
 body a claims app would send (webhook delivery, 2 h expiry, 3 images, JPEG/PNG, a claim tag).
-Each request looks the key up, validates the body, inserts the session and its event row in one
-``BEGIN IMMEDIATE`` transaction, publishes the event, and answers with the session.
+Each request checks the key (held in the process's key cache), validates the body, commits the
+session and its event row as one unit of the group-commit writer, publishes the event, and answers
+with the session.
 
 Baseline: a bare Starlette app under the same uvicorn defaults whose one endpoint parses the JSON,
 inserts one row into SQLite through SQLAlchemy async + aiosqlite (WAL, synchronous=NORMAL like
