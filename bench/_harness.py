@@ -6,12 +6,13 @@ import asyncio
 import math
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -48,8 +49,13 @@ class Server:
 @dataclass
 class Result:
     best_seconds: float = math.inf  # the fastest round
+    round_seconds: list[float] = field(default_factory=list)  # every measured round, in order
     cpu_seconds: float = 0.0  # server CPU over every measured round
     requests: int = 0  # over every measured round
+
+    @property
+    def median_seconds(self) -> float:
+        return statistics.median(self.round_seconds)
 
     @property
     def cpu_ms_per_request(self) -> float:
@@ -155,6 +161,7 @@ async def compare(
             seconds = await load(send, requests=requests, concurrency=concurrency)
             result = results[name]
             result.best_seconds = min(result.best_seconds, seconds)
+            result.round_seconds.append(seconds)
             result.cpu_seconds += running.cpu_seconds() - cpu
             result.requests += requests
     return results

@@ -6,11 +6,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from photodrop.caches import Caches
 from photodrop.config import Settings
 from photodrop.db import Database
 from photodrop.events import EventBus
 from photodrop.metrics import Metrics
-from photodrop.models import KeyEnv
+from photodrop.models import ApiKey, KeyEnv
 from photodrop.ratelimit import MemoryLimiter, RateLimiter, open_limiter
 from photodrop.spool import hold_spool, release_spool
 from photodrop.storage import Storage, open_storage
@@ -30,6 +31,7 @@ class Services:
     wake_workers: Callable[[], None] = _nobody_to_wake
     limiter: RateLimiter = field(default_factory=MemoryLimiter)
     metrics: Metrics = field(default_factory=Metrics)
+    caches: Caches = field(default_factory=Caches)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class Principal:
     project_id: str
     key_id: str
     env: KeyEnv
+    # The key's row as authentication read it, so the request does not read it again.
+    key: ApiKey | None = field(default=None, compare=False, repr=False)
 
 
 @asynccontextmanager
@@ -50,14 +54,17 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     bus = EventBus.from_settings(settings, database)
     await bus.connect()
     limiter = open_limiter(settings.broadcast_url)
+    caches = Caches()
     try:
-        yield Services(
-            settings=settings,
-            db=database,
-            bus=bus,
-            storage=open_storage(settings),
-            limiter=limiter,
-        )
+        async with caches.listening(settings.broadcast_url, channel_prefix=settings.broadcast_channel_prefix):
+            yield Services(
+                settings=settings,
+                db=database,
+                bus=bus,
+                storage=open_storage(settings),
+                limiter=limiter,
+                caches=caches,
+            )
     finally:
         await limiter.close()
         await bus.disconnect()

@@ -16,7 +16,7 @@ from photodrop.context import Principal, Services
 from photodrop.errors import InvalidInput, NotFound, StateConflict, validated
 from photodrop.models import ApiKey, Destination, KeyEnv, MaxImages, supported_mime_types, utcnow
 from photodrop.resolvers.destinations import active_destinations
-from photodrop.resolvers.projects import IssuedKey, issue_key, seal_signing_secret
+from photodrop.resolvers.projects import IssuedKey, forget_key, issue_key, seal_signing_secret
 from photodrop.signing import new_signing_secret
 from photodrop.validators import Patch
 
@@ -156,6 +156,7 @@ async def update_key(services: Services, principal: Principal, key_id: str, data
                 fields[name] = []
         for name, value in fields.items():
             setattr(key, name, value)
+    await forget_key(services, key)
     return key, secret
 
 
@@ -169,6 +170,7 @@ async def delete_key(services: Services, principal: Principal, key_id: str) -> N
         if key.revoked_at is None:
             await _keep_one_active(s, key)
         await s.delete(key)
+    await forget_key(services, key)
 
 
 async def set_destinations(
@@ -185,6 +187,7 @@ async def set_destinations(
         key.destination_ids = chosen
         key.long_polling_enabled = spec.long_polling_enabled
         rows = (await s.exec(select(Destination).where(col(Destination.id).in_(chosen)))).all()
+    await forget_key(services, key)
     by_id = {row.id: row for row in rows}
     return key, [by_id[destination_id] for destination_id in chosen]
 

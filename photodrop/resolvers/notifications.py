@@ -12,10 +12,12 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
 from photodrop.context import Principal, Services
 from photodrop.delivery.base import DeliveryContext
@@ -44,16 +46,33 @@ from photodrop.resolvers.webhooks import get_webhook, retry_delays, secret_of, s
 NOTIFIED = frozenset({"session.active", "session.completed", "session.expired"})
 
 
-async def record_events(s: AsyncSession, session: UploadSession, events: list[Envelope]) -> None:
+async def record_events(
+    s: AsyncSession,
+    session: UploadSession,
+    events: list[Envelope],
+    subscribed: Sequence[EventWebhook] | None = None,
+) -> None:
     """Write ``events`` to the log, and queue a notification to the session's webhook_url for each
-    status change, and to each of the project's event webhooks whose topics match an event."""
+    status change, and to each of the project's event webhooks whose topics match an event.
+
+    ``subscribed`` is the project's active event webhooks when the caller already has them
+    (``event_webhooks``); otherwise they are read inside the transaction."""
     for event in events:
         s.add(event.to_row())
-    subscribed = (
-        await s.exec(
-            select(EventWebhook).where(EventWebhook.project_id == session.project_id, col(EventWebhook.is_active))
-        )
-    ).all()
+    if subscribed is None:
+        subscribed = (await s.exec(_active_webhooks(session.project_id))).all()
+    notifications = notifications_for(session, events, subscribed)
+    if not notifications:
+        return
+    await s.flush()  # notifications refer to their event rows
+    s.add_all(notifications)
+
+
+def notifications_for(
+    session: UploadSession, events: list[Envelope], subscribed: Sequence[EventWebhook]
+) -> list[Notification]:
+    """The notifications ``events`` queue: to the session's webhook_url for each status change, and
+    to each event webhook whose topics match an event."""
     targets = [
         (event, None, session.webhook_url) for event in events if event.type in NOTIFIED and session.webhook_url
     ] + [
@@ -62,25 +81,37 @@ async def record_events(s: AsyncSession, session: UploadSession, events: list[En
         for webhook in subscribed
         if any(topic_matches(topic, event.type) for topic in webhook.topics)
     ]
-    if not targets:
-        return
-    await s.flush()  # notifications refer to their event rows
     now = utcnow()
-    for event, webhook_id, url in targets:
-        s.add(
-            Notification(
-                id=new_id("ntf"),
-                project_id=session.project_id,
-                session_id=session.id,
-                event_id=event.id,
-                webhook_id=webhook_id,
-                url=url or "",
-                status=DeliveryStatus.PENDING,
-                next_attempt_at=now,
-                created_at=now,
-                updated_at=now,
-            )
+    return [
+        Notification(
+            id=new_id("ntf"),
+            project_id=session.project_id,
+            session_id=session.id,
+            event_id=event.id,
+            webhook_id=webhook_id,
+            url=url or "",
+            status=DeliveryStatus.PENDING,
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
         )
+        for event, webhook_id, url in targets
+    ]
+
+
+async def event_webhooks(services: Services, project_id: str) -> list[EventWebhook]:
+    """The project's active event webhooks, from this process's copy (see ``photodrop.caches``)."""
+
+    async def load() -> list[EventWebhook]:
+        async with services.db.read() as s:
+            return list((await s.exec(_active_webhooks(project_id))).all())
+
+    found = await services.caches.webhooks.get(project_id, load)
+    return found or []
+
+
+def _active_webhooks(project_id: str) -> SelectOfScalar[EventWebhook]:
+    return select(EventWebhook).where(EventWebhook.project_id == project_id, col(EventWebhook.is_active))
 
 
 async def claim_due(services: Services, *, worker: str, limit: int) -> list[Notification]:
@@ -190,12 +221,16 @@ async def record_outcome(
         )
         values["response_code"] = None if error is None else error.status_code
         settled = await outbox.settle(s, Notification, notification.id, worker=worker, values=values)
+        disabled = False
         if settled is not None and webhook is not None:
             webhook.consecutive_failures = 0 if error is None else webhook.consecutive_failures + 1
             if webhook.consecutive_failures >= webhook.disable_after_failures and webhook.is_active:
                 webhook.is_active = False
                 webhook.disabled_at = utcnow()
-        return settled
+                disabled = True
+    if disabled:
+        await services.caches.forget(webhooks=[notification.project_id])
+    return settled
 
 
 async def test_webhook(services: Services, principal: Principal, webhook_id: str) -> str:

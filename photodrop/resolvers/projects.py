@@ -192,6 +192,7 @@ async def revoke_key(services: Services, *, key_id: str) -> ApiKey:
             raise NotFound(f"no API key {key_id}", param="id")
         if key.revoked_at is None:
             key.revoked_at = utcnow()
+    await forget_key(services, key)
     return key
 
 
@@ -215,8 +216,8 @@ async def authenticate(
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthenticated("missing API key: send Authorization: Bearer aptr_...")
-    async with services.db.read() as s:
-        key = (await s.exec(select(ApiKey).where(ApiKey.key_hash == hash_key(token)))).first()
+    key_hash = hash_key(token)
+    key = await services.caches.keys.get(key_hash, lambda: _key_by_hash(services, key_hash))
     if key is None:
         raise Unauthenticated("invalid API key")
     if key.revoked_at is not None:
@@ -231,12 +232,24 @@ async def authenticate(
     _check_allowlists(key, client_ip=client_ip, origin_host=origin_host)
     now = utcnow()
     if key.last_used_at is None or now - key.last_used_at > _LAST_USED_GRANULARITY:
+        # Noted on the shared copy first, so the requests arriving meanwhile do not write it too.
+        key.last_used_at = now
         async with services.db.write() as s:
             stored = await s.get(ApiKey, key.id)
             if stored is not None:
                 stored.last_used_at = now
     logs.bind(project=key.project_id)
-    return Principal(project_id=key.project_id, key_id=key.id, env=key.env)
+    return Principal(project_id=key.project_id, key_id=key.id, env=key.env, key=key)
+
+
+async def _key_by_hash(services: Services, key_hash: str) -> ApiKey | None:
+    async with services.db.read() as s:
+        return (await s.exec(select(ApiKey).where(ApiKey.key_hash == key_hash))).first()
+
+
+async def forget_key(services: Services, key: ApiKey) -> None:
+    """Make a change to ``key`` (revoked, deleted, its secret or limits changed) effective everywhere."""
+    await services.caches.forget(keys=[key.key_hash])
 
 
 def _check_allowlists(key: ApiKey, *, client_ip: str | None, origin_host: str | None) -> None:
@@ -275,4 +288,4 @@ async def principal_for_key_id(services: Services, key_id: str, *, client_ip: st
     if key.revoked_at is not None:
         raise Unauthenticated("this API key has been revoked")
     _check_allowlists(key, client_ip=client_ip, origin_host=None)
-    return Principal(project_id=key.project_id, key_id=key.id, env=key.env)
+    return Principal(project_id=key.project_id, key_id=key.id, env=key.env, key=key)

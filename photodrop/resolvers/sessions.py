@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from photodrop import logs
 from photodrop.context import Principal, Services
+from photodrop.db import inserting
 from photodrop.errors import Expired, InvalidInput, NotFound, StateConflict, validated
 from photodrop.events import Envelope, NewestState, session_channel
 from photodrop.ids import new_id
@@ -30,7 +31,7 @@ from photodrop.models import (
 )
 from photodrop.passwords import hash_password
 from photodrop.resolvers.destinations import destinations_for, kind_of
-from photodrop.resolvers.notifications import record_events
+from photodrop.resolvers.notifications import event_webhooks, notifications_for, record_events
 
 MAX_PAGE = 100
 DEFAULT_MAX_IMAGES = 10
@@ -63,7 +64,7 @@ async def create_session(services: Services, principal: Principal, data: Mapping
     What the request leaves out comes from the API key's defaults; the key's ``max_images``
     also caps what the request asks for.
     """
-    key = await _key_of(services, principal)
+    key = principal.key or await _key_of(services, principal)
     limit = services.settings.max_images_limit
     spec = validated(SessionCreate, with_key_defaults(data, key, limit), {"max_images_limit": limit})
     mode = spec.delivery_mode or (DeliveryMode.POLL if spec.long_polling else None)
@@ -97,10 +98,10 @@ async def create_session(services: Services, principal: Principal, data: Mapping
         updated_at=now,
     )
     event = status_event(session, type="session.created")
-    async with services.db.write() as s:
-        s.add(session)
-        await s.flush()  # the event row refers to the session, and the ORM knows no relationship to order them
-        await record_events(s, session, [event])
+    notifications = notifications_for(session, [event], await event_webhooks(services, session.project_id))
+    # The session, its event and the event's notifications as one unit, plain inserts: none of
+    # what the ORM's unit of work would add (identity map, flush ordering, refresh) is needed.
+    await services.db.run(inserting(session, event.to_row(), *notifications))
     await services.bus.publish([event])
     return session
 
@@ -134,6 +135,7 @@ async def update_session(services: Services, principal: Principal, session_id: s
     given = change.model_fields_set
     password_hash = await hash_password(change.password) if change.password is not None else None
     await get_session(services, principal, session_id)
+    subscribed = await event_webhooks(services, principal.project_id)
     async with services.db.write() as s:
         query = select(UploadSession).where(UploadSession.id == session_id).with_for_update()
         session = (await s.exec(query)).one()
@@ -162,7 +164,7 @@ async def update_session(services: Services, principal: Principal, session_id: s
         session.version += 1
         session.updated_at = now
         event = status_event(session, type="session.updated")
-        await record_events(s, session, [event])
+        await record_events(s, session, [event], subscribed)
     await services.bus.publish([event])
     return session
 
@@ -225,6 +227,7 @@ async def complete_session(services: Services, principal: Principal, session_id:
         return session
     if session.status is SessionStatus.EXPIRED:
         raise StateConflict("the session has expired and can no longer be completed", param="id")
+    subscribed = await event_webhooks(services, session.project_id)
     async with services.db.write() as s:
         now = utcnow()
         completed = await _transition(
@@ -232,7 +235,7 @@ async def complete_session(services: Services, principal: Principal, session_id:
         )
         if completed is not None:
             event = status_event(completed)
-            await record_events(s, completed, [event])
+            await record_events(s, completed, [event], subscribed)
     if completed is None:
         # Another request closed it or its time ran out in between: answer from the state it reached.
         return await complete_session(services, principal, session_id)
@@ -278,7 +281,7 @@ async def _expire(services: Services, session_id: str) -> UploadSession | None:
         if expired is None:
             return None
         event = status_event(expired)
-        await record_events(s, expired, [event])
+        await record_events(s, expired, [event], await event_webhooks(services, expired.project_id))
     await services.bus.publish([event])
     return expired
 

@@ -136,6 +136,7 @@ async def create_webhook(services: Services, principal: Principal, data: Any) ->
     )
     async with services.db.write() as s:
         s.add(webhook)
+    await services.caches.forget(webhooks=[principal.project_id])
     return webhook
 
 
@@ -170,6 +171,7 @@ async def update_webhook(services: Services, principal: Principal, webhook_id: s
             webhook.disabled_at = None
             webhook.consecutive_failures = 0
         webhook.updated_at = utcnow()
+    await services.caches.forget(webhooks=[principal.project_id])
     return webhook
 
 
@@ -178,6 +180,7 @@ async def delete_webhook(services: Services, principal: Principal, webhook_id: s
     async with services.db.write() as s:
         await s.exec(delete(Notification).where(col(Notification.webhook_id) == webhook_id))
         await s.exec(delete(EventWebhook).where(col(EventWebhook.id) == webhook_id))
+    await services.caches.forget(webhooks=[principal.project_id])
 
 
 async def webhook_notifications(

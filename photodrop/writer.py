@@ -1,0 +1,149 @@
+"""One writer thread per process for SQLite, committing the units queued meanwhile together.
+
+SQLite takes one writer at a time, and what a commit costs (the lock, the WAL append, the sync
+at checkpoints) barely grows with the number of rows in it. So the writes of many concurrent
+requests are queued to one thread, which runs everything queued by the time it is free in one
+transaction, each unit inside a savepoint of its own: a unit that fails rolls back only its own
+changes and raises to its caller, the others commit. A unit's caller hears back only after the
+COMMIT, so a request answers 2xx only for what is on disk (in the WAL: a process that crashes
+loses nothing committed; ``synchronous=NORMAL``, the engine's setting, leaves the last commits
+to a power loss).
+
+A unit is a plain function of a SQLAlchemy ``Connection`` running Core statements: the same
+function runs on PostgreSQL as one transaction of the async engine (``Database.run``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.engine import Connection
+
+T = TypeVar("T")
+Unit = Callable[[Connection], T]
+
+MAX_BATCH = 256  # units in one transaction: a bound on how long the first of them waits for its COMMIT
+
+
+@dataclass
+class _Job(Generic[T]):
+    unit: Unit[T]
+    future: asyncio.Future[T]
+    loop: asyncio.AbstractEventLoop
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return  # the caller stopped waiting; its unit committed (or failed) all the same
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class GroupWriter:
+    """A thread with its own connection to ``engine`` (a synchronous SQLite engine whose ``begin``
+    starts ``BEGIN IMMEDIATE``), started on the first unit and stopped by ``close``."""
+
+    def __init__(self, engine: Engine, *, max_batch: int = MAX_BATCH) -> None:
+        self._engine = engine
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    async def run(self, unit: Unit[T]) -> T:
+        """Run ``unit`` in the next group transaction; its result once that transaction committed."""
+        return await self.submit(unit)
+
+    def submit(self, unit: Unit[T]) -> asyncio.Future[T]:
+        """Queue ``unit`` now; the future resolves once the transaction that ran it committed."""
+        self._ensure_started()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Job(unit, future, loop))
+        return future
+
+    async def close(self) -> None:
+        """Let the queued units commit, then stop the thread."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._queue.put(None)
+        await asyncio.to_thread(thread.join)
+        self._thread = None
+        self._engine.dispose()
+
+    def _ensure_started(self) -> None:
+        if self._thread is not None:
+            return
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="photodrop-writer", daemon=True)
+                self._thread.start()
+
+    def _serve(self) -> None:
+        with self._engine.connect() as conn:
+            while True:
+                batch, stopping = self._next_batch()
+                if batch:
+                    self._commit(conn, batch)
+                if stopping:
+                    return
+
+    def _next_batch(self) -> tuple[list[_Job[Any]], bool]:
+        """Wait for a unit, then take every unit queued behind it (up to the batch size)."""
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        while len(batch) < self._max_batch:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                return batch, True
+            batch.append(job)
+        return batch, False
+
+    def _commit(self, conn: Connection, batch: list[_Job[Any]]) -> None:
+        outcomes: list[tuple[_Job[Any], Any, BaseException | None]] = []
+        try:
+            with conn.begin():
+                if len(batch) == 1:
+                    # Alone in its transaction, a unit needs no savepoint: a failure rolls it all back.
+                    job = batch[0]
+                    outcomes.append((job, job.unit(conn), None))
+                else:
+                    for job in batch:
+                        outcomes.append(self._in_savepoint(conn, job))
+        except Exception as exc:
+            # BEGIN or COMMIT failed (or the lone unit did): nothing of the batch is stored.
+            outcomes = [(job, None, exc) for job in batch]
+        for job, result, error in outcomes:
+            try:
+                job.loop.call_soon_threadsafe(_settle, job.future, result, error)
+            except RuntimeError:
+                pass  # that caller's event loop is closed: no one is left to tell
+
+    @staticmethod
+    def _in_savepoint(conn: Connection, job: _Job[Any]) -> tuple[_Job[Any], Any, BaseException | None]:
+        # Straight to the driver: SQLAlchemy's nested-transaction bookkeeping costs more than the savepoint.
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.execute("SAVEPOINT unit")
+        try:
+            result = job.unit(conn)
+        except Exception as exc:
+            driver.execute("ROLLBACK TO unit")
+            driver.execute("RELEASE unit")
+            return job, None, exc
+        driver.execute("RELEASE unit")
+        return job, result, None
