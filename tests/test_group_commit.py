@@ -47,7 +47,9 @@ def _adding(project_id: str, *, then_fail: bool = False) -> Callable[[Connection
     """A unit that inserts a project, then (with ``then_fail``) changes its mind."""
 
     def unit(conn: Connection) -> None:
-        conn.execute(insert(Project).values(id=project_id, name=project_id, webhook_secret="s", created_at=utcnow()))
+        conn.execute(
+            insert(Project).values(id=project_id, name=project_id, webhook_secret_encrypted="s", created_at=utcnow())
+        )
         if then_fail:
             raise ValueError("this unit changes its mind")
 
