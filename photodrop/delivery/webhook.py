@@ -7,33 +7,31 @@ sha256=<hex HMAC of the raw body>`` (also sent as ``X-Apertur-Signature``).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import hashlib
 import hmac
-import ipaddress
 import json
-import socket
 import ssl
 import time
 from collections.abc import Mapping
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import certifi
 import httpx
 from pydantic import Field, field_validator
 
+from photodrop import outbound
 from photodrop.delivery.base import Destination, DestinationConfig, Payload, Receipt
-from photodrop.delivery.errors import DestinationUnavailable, Gone, RateLimited, Rejected, retry_after_seconds
+from photodrop.delivery.errors import DestinationUnavailable, Gone, RateLimited, retry_after_seconds
 
 TIMEOUT = 30.0
-# Addresses that are private even though ipaddress does not flag every one of them as such.
-_METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
 
 
 class WebhookConfig(DestinationConfig):
+    target_fields = ("url",)
+
     url: str = Field(max_length=2048)
     format: Literal["json_base64", "multipart", "binary"] = "json_base64"
     headers: dict[str, str] = Field(default_factory=dict, max_length=20)
@@ -110,20 +108,14 @@ class WebhookDestination(Destination):
         }
 
     async def post(self, body: bytes, headers: Mapping[str, str]) -> httpx.Response:
-        """POST to the configured URL through the address checked by the SSRF guard."""
-        url, host, address = await self._checked_target()
+        """POST to the configured URL; the outbound guard checks the address each connection goes to."""
         try:
-            async with httpx.AsyncClient(
-                timeout=TIMEOUT, follow_redirects=False, trust_env=False, verify=_tls_context()
-            ) as client:
-                request = client.build_request(
-                    "POST", url, content=body, headers={**headers, "Host": host}, extensions={"sni_hostname": host}
-                )
-                response = await client.send(request)
+            async with outbound.http_client(self.context.settings, timeout=TIMEOUT, verify=_tls_context()) as client:
+                response = await client.post(self.config.url, content=body, headers=headers)
         except httpx.TimeoutException as exc:
             raise DestinationUnavailable(f"no answer from the webhook within {TIMEOUT:g} s") from exc
         except httpx.HTTPError as exc:
-            raise DestinationUnavailable(f"could not reach the webhook at {address}: {exc}") from exc
+            raise DestinationUnavailable(f"could not reach the webhook: {exc}") from exc
         return _judge(response)
 
     async def _body(self, payload: Payload) -> tuple[bytes, str, dict[str, str]]:
@@ -170,45 +162,11 @@ class WebhookDestination(Destination):
         }
         return json.dumps(document).encode(), "application/json", {}
 
-    async def _checked_target(self) -> tuple[str, str, str]:
-        """The URL rewritten to the one address it resolved to, once that address is allowed."""
-        parts = urlsplit(self.config.url)
-        host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise DestinationUnavailable(f"cannot resolve the webhook host {host!r}: {exc}") from exc
-        address = ipaddress.ip_address(infos[0][4][0])
-        if not self.context.settings.webhook_allow_private and _is_private(address):
-            raise Rejected(
-                f"the webhook host {host!r} resolves to {address}, a private address photodrop will not call "
-                "(set PHOTODROP_WEBHOOK_ALLOW_PRIVATE to allow it)"
-            )
-        literal = f"[{address}]" if address.version == 6 else str(address)
-        netloc = f"{literal}:{port}"
-        host_header = host if parts.port is None else f"{host}:{parts.port}"
-        return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")), host_header, str(address)
-
 
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
     """One TLS context for every request: loading the CA bundle costs more than most deliveries."""
     return ssl.create_default_context(cafile=certifi.where())
-
-
-def _is_private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return (
-        address in _METADATA
-        or address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-    )
 
 
 def _judge(response: httpx.Response) -> httpx.Response:
