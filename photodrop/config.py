@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import secrets
 from functools import cached_property
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
+from typing import Annotated, Any, Self
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
 
@@ -16,7 +18,11 @@ class Settings(BaseSettings):
     """Every knob photodrop has. Nothing else in the package reads the environment."""
 
     # populate_by_name: settings whose variable has an alias (the standard AWS_* ones) can still be given by name.
-    model_config = SettingsConfigDict(env_prefix="PHOTODROP_", env_file=".env", extra="ignore", populate_by_name=True)
+    # env_ignore_empty: a variable set to nothing (PHOTODROP_RUN_WORKER=) means the setting's default, as in
+    # most tools, instead of stopping every command with a parse error.
+    model_config = SettingsConfigDict(
+        env_prefix="PHOTODROP_", env_file=".env", extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
 
     data_dir: Path = Path("photodrop-data")
     database_url: str | None = None
@@ -74,7 +80,24 @@ class Settings(BaseSettings):
     password_attempts_per_minute: int = Field(default=10, ge=1)
     sweep_interval: float = Field(default=0.5, gt=0)
     long_poll_max_seconds: float = Field(default=60, gt=0)
-    webhook_allow_private: bool = False
+    # The outbound guard (photodrop/outbound.py): which addresses destinations and webhooks may reach.
+    allow_private_targets: bool = Field(
+        default=False,
+        description=(
+            "let destinations and webhooks of every kind reach private, loopback and carrier-grade NAT"
+            " addresses (a self-hosted MinIO, a NAS, an internal FTP server)"
+        ),
+    )
+    webhook_allow_private: bool | None = Field(
+        default=None, description="the former name of allow_private_targets, still read", exclude=True
+    )
+    allowed_target_networks: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "networks destinations may reach whatever else the guard says, comma-separated"
+            " (e.g. 192.168.10.0/24 for one NAS subnet, rather than every private address)"
+        ),
+    )
     delivery_schedule: str = "0,5,300,1800,7200,18000,36000,36000"
     delivery_concurrency: int = Field(default=8, ge=1)
     delivery_lease_seconds: float = Field(default=15, gt=0)
@@ -104,6 +127,20 @@ class Settings(BaseSettings):
     delivery_status_wait_seconds: float = Field(default=300, gt=0)
     # Authenticated REST requests one API key may make per minute (0 turns the limit off).
     rate_limit_per_minute: int = Field(default=200, ge=0)
+
+    @field_validator("allowed_target_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _former_names(self) -> Self:
+        """PHOTODROP_WEBHOOK_ALLOW_PRIVATE keeps working, unless the new name is given too (then it wins)."""
+        if self.webhook_allow_private is not None and "allow_private_targets" not in self.model_fields_set:
+            self.allow_private_targets = self.webhook_allow_private
+        return self
 
     @property
     def resolved_database_url(self) -> str:

@@ -42,6 +42,8 @@ from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClien
 from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from photodrop import outbound
+from photodrop.config import Settings
 from photodrop.delivery.base import DEFAULT_TEMPLATE, Destination, DestinationConfig, Payload, Receipt, remote_name
 from photodrop.delivery.errors import (
     DeliveryError,
@@ -83,6 +85,7 @@ class AzureBlobConfig(DestinationConfig):
     model_config = ConfigDict(alias_generator=to_camel)
 
     secret_fields = ("connection_string", "sas_token", "account_key")
+    target_fields = ("account_url",)
 
     container: str = Field(min_length=3, max_length=63, pattern=_CONTAINER)
     connection_string: str | None = Field(default=None, min_length=1, max_length=4096)
@@ -106,6 +109,14 @@ class AzureBlobConfig(DestinationConfig):
         if parts.query or parts.username:
             raise ValueError("the account url must not carry credentials: put a SAS token in sasToken")
         return value.rstrip("/")
+
+    def targets(self) -> list[tuple[str, str, int]]:
+        found = super().targets()
+        endpoint = _blob_endpoint(self.connection_string) if self.connection_string else None
+        if endpoint:
+            host, port = outbound.host_port(endpoint)
+            found.append(("connectionString", host, port))
+        return found
 
     @field_validator("sas_token")
     @classmethod
@@ -207,7 +218,7 @@ class AzureBlobDestination(Destination):
     def _service(self) -> BlobServiceClient:
         config = self.config
         options: dict[str, Any] = {
-            "transport": AsyncioRequestsTransport(use_env_settings=False),
+            "transport": _GuardedTransport(self.context.settings, use_env_settings=False),
             "retry_policy": LinearRetry(backoff=1, random_jitter_range=1, retry_total=2, retry_connect=0),
             "connection_timeout": 20,
             "read_timeout": 60,
@@ -225,6 +236,35 @@ class AzureBlobDestination(Destination):
             return BlobServiceClient(url, credential=credential, **options)
         except ValueError as exc:
             raise Misconfigured(f"the Azure connection settings are not usable: {exc}") from exc
+
+
+def _blob_endpoint(connection_string: str) -> str | None:
+    """The blob service URL a connection string points at (its BlobEndpoint, or the one its account name
+    and endpoint suffix make; the development-storage shortcut means the local emulator)."""
+    fields = {}
+    for part in connection_string.split(";"):
+        name, _, value = part.partition("=")
+        fields[name.strip().lower()] = value.strip()
+    if fields.get("usedevelopmentstorage", "").lower() == "true":
+        return "http://127.0.0.1:10000"
+    if fields.get("blobendpoint"):
+        return fields["blobendpoint"]
+    if not fields.get("accountname"):
+        return None
+    scheme = fields.get("defaultendpointsprotocol") or "https"
+    return f"{scheme}://{fields['accountname']}.blob.{fields.get('endpointsuffix') or 'core.windows.net'}"
+
+
+class _GuardedTransport(AsyncioRequestsTransport):  # type: ignore[misc]
+    """azure-core's requests transport, its session's connections going through the outbound guard."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._settings = settings
+
+    def _init_session(self, session: Any) -> None:
+        super()._init_session(session)
+        outbound.guard_requests(session, self._settings)
 
 
 async def _create(container: ContainerClient) -> None:

@@ -20,9 +20,10 @@ from pydantic import BaseModel, ConfigDict
 from photodrop.config import Settings
 from photodrop.delivery.errors import Misconfigured
 from photodrop.images import EXTENSIONS
+from photodrop.outbound import host_port
 
 if TYPE_CHECKING:
-    from photodrop.delivery.webhook import WebhookClients
+    import httpx
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class DeliveryContext:
     settings: Settings
     signing_secrets: tuple[str, ...] = ()
     # The worker's keep-alive webhook clients; without them (a one-off check) each POST opens its own.
-    http: WebhookClients | None = field(default=None, repr=False)
+    http: httpx.AsyncClient | None = field(default=None, repr=False)
 
 
 class DestinationConfig(BaseModel):
@@ -78,6 +79,19 @@ class DestinationConfig(BaseModel):
 
     #: configuration fields that hold credentials, masked whenever a configuration is shown
     secret_fields: ClassVar[tuple[str, ...]] = ()
+    #: configuration fields holding a URL photodrop connects to, checked by the outbound guard on creation
+    target_fields: ClassVar[tuple[str, ...]] = ()
+
+    def targets(self) -> list[tuple[str, str, int]]:
+        """``(field, host, port)`` for each place this configuration makes photodrop connect to, the field
+        spelled as callers write it; the outbound guard refuses non-public ones before anything is stored."""
+        found = []
+        for name in self.target_fields:
+            url = getattr(self, name)
+            if url:
+                host, port = host_port(url)
+                found.append((type(self).model_fields[name].alias or name, host, port))
+        return found
 
 
 class Destination(ABC):

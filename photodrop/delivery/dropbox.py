@@ -45,6 +45,7 @@ MAX_SESSIONS = 3  # upload sessions one delivery may start when they keep vanish
 
 class DropboxConfig(DestinationConfig):
     secret_fields = ("client_secret", "refresh_token")
+    target_fields = ("token_url", "api_url", "content_url")
 
     client_id: str = Field(min_length=1)  # the app key
     client_secret: str = Field(min_length=1)  # the app secret
@@ -79,7 +80,7 @@ class DropboxDestination(OAuthDestination):
         path = f"{self.config.path}/{remote_name(self.config.path_template, payload)}"
         data = await payload.read()
         commit = {"path": path, "mode": "overwrite", "autorename": False, "mute": True}
-        async with oauth_session(self.grant) as api:
+        async with oauth_session(self.grant, self.context.settings) as api:
             if len(data) <= self.config.resumable_threshold:
                 response = await self._content(
                     api, "files/upload", {**commit, "content_hash": content_hash(data)}, data
@@ -95,7 +96,7 @@ class DropboxDestination(OAuthDestination):
 
     async def check(self) -> None:
         """A token can be had, and the folder exists and is a folder (the root always is)."""
-        async with oauth_session(self.grant) as api:
+        async with oauth_session(self.grant, self.context.settings) as api:
             if not self.config.path:
                 response = await api.send(
                     "POST", f"{self.config.api_url}/files/list_folder", json={"path": "", "limit": 1}

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import anyio
 from pydantic import Field, field_validator
 
+from photodrop import outbound
 from photodrop.delivery.base import DEFAULT_TEMPLATE, Destination, DestinationConfig, Payload, Receipt, remote_name
 from photodrop.delivery.errors import DeliveryError, DestinationUnavailable, Misconfigured, Rejected
 
@@ -35,6 +36,9 @@ _TLS_HINT = re.compile(r"TLS|SSL|encrypt", re.IGNORECASE)
 
 class FtpConfig(DestinationConfig):
     secret_fields = ("password",)
+
+    def targets(self) -> list[tuple[str, str, int]]:
+        return [("host", self.host, self.port)]
 
     host: str = Field(min_length=1, max_length=253)
     port: int = Field(default=21, ge=1, le=65535)
@@ -128,7 +132,7 @@ class FtpDestination(Destination):
             ftp = ftplib.FTP(timeout=config.timeout)  # noqa: S321 (plain FTP is what was asked for)
         try:
             with self._doing(f"connect to {config.host}:{config.port}"):
-                ftp.connect(config.host, config.port)
+                _connect(ftp, config.host, config.port, outbound.Policy.of(self.context.settings))
             if isinstance(ftp, ftplib.FTP_TLS):
                 with self._doing("start TLS with AUTH TLS"):
                     ftp.auth()
@@ -201,6 +205,23 @@ def translate(exc: Exception, *, doing: str, protocol: str = "ftp") -> DeliveryE
     if isinstance(exc, EOFError):
         return DestinationUnavailable(f"the FTP server closed the connection, so could not {doing}")
     return DestinationUnavailable(f"could not {doing}: {exc}")
+
+
+def _connect(ftp: ftplib.FTP, host: str, port: int, policy: outbound.Policy) -> None:
+    """Connect to an address of ``host`` the outbound guard checked. ftplib then names the server by
+    ``ftp.host`` for TLS (so that becomes the host name again), and opens passive data connections to the
+    control connection's peer, never to an address the server's PASV reply names."""
+    failure: OSError | None = None
+    for address in policy.resolve_blocking(host, port):
+        try:
+            ftp.connect(address, port)
+        except OSError as exc:
+            failure = exc
+            continue
+        ftp.host = host
+        return
+    assert failure is not None
+    raise failure
 
 
 class _FtpTls(ftplib.FTP_TLS):

@@ -51,6 +51,7 @@ _RANGE = re.compile(r"bytes=0-(\d+)")
 
 class GoogleDriveConfig(DestinationConfig):
     secret_fields = ("client_secret", "refresh_token")
+    target_fields = ("token_url", "api_url", "upload_url")
 
     client_id: str = Field(min_length=1)
     client_secret: str = Field(min_length=1)
@@ -83,7 +84,7 @@ class GoogleDriveDestination(OAuthDestination):
     async def deliver(self, payload: Payload) -> Receipt:
         name = remote_name(self.config.path_template, payload).rsplit("/", 1)[-1]
         data = await payload.read()
-        async with oauth_session(self.grant) as api:
+        async with oauth_session(self.grant, self.context.settings) as api:
             existing = await self._find(api, name)
             if len(data) <= self.config.resumable_threshold:
                 stored = await self._upload_whole(api, name, existing, payload.mime_type, data)
@@ -96,7 +97,7 @@ class GoogleDriveDestination(OAuthDestination):
 
     async def check(self) -> None:
         """A token can be had, and the folder exists, is a folder, and takes new files."""
-        async with oauth_session(self.grant) as api:
+        async with oauth_session(self.grant, self.context.settings) as api:
             response = await api.send(
                 "GET",
                 f"{self.config.api_url}/files/{self.config.folder_id}",

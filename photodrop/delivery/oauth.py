@@ -35,6 +35,8 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import AfterValidator
 
+from photodrop import outbound
+from photodrop.config import Settings
 from photodrop.delivery.base import Destination
 from photodrop.delivery.errors import DeliveryError, DestinationUnavailable, RateLimited, Rejected, retry_after_seconds
 
@@ -191,8 +193,9 @@ class OAuthSession:
 
 
 @contextlib.asynccontextmanager
-async def oauth_session(grant: RefreshGrant) -> AsyncIterator[OAuthSession]:
-    async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False) as http:
+async def oauth_session(grant: RefreshGrant, settings: Settings) -> AsyncIterator[OAuthSession]:
+    """One delivery's API client; its connections (token endpoint included) go through the outbound guard."""
+    async with outbound.http_client(settings, timeout=TIMEOUT) as http:
         yield OAuthSession(grant, http)
 
 

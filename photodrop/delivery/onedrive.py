@@ -47,6 +47,7 @@ _NEXT = re.compile(r"(\d+)-\d*")
 
 class OneDriveConfig(DestinationConfig):
     secret_fields = ("client_secret", "refresh_token")
+    target_fields = ("token_url", "api_url")
 
     client_id: str = Field(min_length=1)
     client_secret: str = ""  # public (mobile/desktop) app registrations have none
@@ -97,7 +98,7 @@ class OneDriveDestination(OAuthDestination):
     async def deliver(self, payload: Payload) -> Receipt:
         path = f"{self.config.folder_path.rstrip('/')}/{remote_name(self.config.path_template, payload)}"
         data = await payload.read()
-        async with oauth_session(self.grant) as api:
+        async with oauth_session(self.grant, self.context.settings) as api:
             if len(data) <= self.config.resumable_threshold:
                 response = await api.send(
                     "PUT",
@@ -117,7 +118,7 @@ class OneDriveDestination(OAuthDestination):
 
     async def check(self) -> None:
         """A token can be had, and the folder exists and is a folder."""
-        async with oauth_session(self.grant) as api:
+        async with oauth_session(self.grant, self.context.settings) as api:
             response = await api.send("GET", self.item(self.config.folder_path))
         if response.status_code == 404:
             raise Rejected(f"the {SERVICE} folder {self.config.folder_path!r} does not exist")

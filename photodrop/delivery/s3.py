@@ -28,6 +28,7 @@ from urllib.parse import quote, urlsplit
 
 import anyio.to_thread
 import boto3  # type: ignore[import-untyped]
+from botocore.awsrequest import AWSHTTPConnectionPool, AWSHTTPSConnectionPool  # type: ignore[import-untyped]
 from botocore.config import Config as BotoConfig  # type: ignore[import-untyped]
 from botocore.exceptions import (  # type: ignore[import-untyped]
     BotoCoreError,
@@ -42,6 +43,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from pydantic import AliasChoices, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from photodrop import outbound
 from photodrop.delivery.base import DEFAULT_TEMPLATE, Destination, DestinationConfig, Payload, Receipt, remote_name
 from photodrop.delivery.errors import (
     DeliveryError,
@@ -87,6 +89,7 @@ class S3Config(DestinationConfig):
     model_config = ConfigDict(alias_generator=to_camel)
 
     secret_fields = ("secret_access_key", "session_token")
+    target_fields = ("endpoint_url",)
 
     bucket: str = Field(min_length=1, max_length=255)
     region: str = Field(default="us-east-1", pattern=r"^[a-zA-Z0-9](?:[a-zA-Z0-9\-]{0,61}[a-zA-Z0-9])?$")
@@ -153,7 +156,7 @@ class S3Destination(Destination):
         """One client per configuration for the whole process: building a boto3 client costs
         far more CPU than an upload, and a shared one keeps its connections alive. boto3 clients
         are safe to share between threads."""
-        key = self.config.model_dump_json()
+        key = f"{outbound.Policy.of(self.context.settings)!r} {self.config.model_dump_json()}"
         with _clients_lock:
             client = _clients.get(key)
             if client is None:
@@ -164,7 +167,7 @@ class S3Destination(Destination):
 
     def _new_client(self) -> Any:
         config = self.config
-        return _session.client(
+        client = _session.client(
             "s3",
             region_name=config.region,
             endpoint_url=config.endpoint_url,
@@ -179,6 +182,15 @@ class S3Destination(Destination):
                 ignore_configured_endpoint_urls=True,  # no AWS_ENDPOINT_URL from the server's environment
             ),
         )
+        # Every connection the client opens (retries and region redirects too) goes to an address the outbound
+        # guard checked. botocore has no public way to choose its connection classes, so they are set on the
+        # pool manager of the client's own HTTP session, which reads this mapping for each new pool.
+        http = client._endpoint.http_session
+        policy = outbound.Policy.of(self.context.settings)
+        http._pool_classes_by_scheme.update(
+            outbound.pinned_pools(policy, AWSHTTPConnectionPool, AWSHTTPSConnectionPool)
+        )
+        return client
 
     def _upload(self, client: Any, key: str, data: bytes, fields: dict[str, Any]) -> str:
         bucket = self.config.bucket
@@ -269,6 +281,9 @@ def _ascii_json(value: dict[str, str]) -> str:
 
 def translate(exc: Exception) -> DeliveryError:
     """The ``photodrop.delivery.errors`` exception for a botocore failure (raise it ``from exc``)."""
+    refused = outbound.refusal(exc)  # botocore wraps whatever its connection raised in an HTTPClientError
+    if refused is not None:
+        return refused
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return Misconfigured(f"the S3 credentials are incomplete: {exc}")
     if isinstance(exc, ParamValidationError | InvalidRegionError):

@@ -31,6 +31,7 @@ import requests
 from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from photodrop import outbound
 from photodrop.delivery.base import DEFAULT_TEMPLATE, Destination, DestinationConfig, Payload, Receipt, remote_name
 from photodrop.delivery.errors import DeliveryError, DestinationUnavailable, Misconfigured, RateLimited, Rejected
 
@@ -63,6 +64,7 @@ class WebDavConfig(DestinationConfig):
     model_config = ConfigDict(alias_generator=to_camel)
 
     secret_fields = ("password", "token")
+    target_fields = ("url",)
 
     url: str = Field(max_length=2048)
     username: str | None = Field(default=None, min_length=1, max_length=256)
@@ -139,6 +141,7 @@ class WebDavDestination(Destination):
         client.verify = config.verify_tls
         client.timeout = config.timeout
         client.session.trust_env = False
+        outbound.guard_requests(client.session, self.context.settings)
         client.session.hooks["response"].append(_read_fully)
         client.requests["probe"] = "PROPFIND"
         client.http_header["probe"] = ["Accept: */*", "Depth: 0"]

@@ -7,39 +7,37 @@ sha256=<hex HMAC of the raw body>`` (also sent as ``X-Apertur-Signature``).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import functools
 import hashlib
 import hmac
-import ipaddress
 import json
-import socket
 import ssl
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 import certifi
 import httpx
 from pydantic import Field, field_validator
 
+from photodrop import outbound
 from photodrop.delivery.base import Destination, DestinationConfig, Payload, Receipt
-from photodrop.delivery.errors import DestinationUnavailable, Gone, RateLimited, Rejected, retry_after_seconds
+from photodrop.delivery.errors import DestinationUnavailable, Gone, RateLimited, retry_after_seconds
 from photodrop.validators import SendableHeaders
 
+if TYPE_CHECKING:
+    from photodrop.config import Settings
+
 TIMEOUT = 30.0
-# Addresses that are private even though ipaddress does not flag every one of them as such.
-_METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
 
 
 class WebhookConfig(DestinationConfig):
     # Custom headers often carry a receiver's credentials (Authorization: Bearer ...).
     secret_fields = ("headers",)
+    target_fields = ("url",)
 
     url: str = Field(max_length=2048)
     format: Literal["json_base64", "multipart", "binary"] = "json_base64"
@@ -117,19 +115,18 @@ class WebhookDestination(Destination):
         }
 
     async def post(self, body: bytes, headers: Mapping[str, str]) -> httpx.Response:
-        """POST to the configured URL through the address checked by the SSRF guard."""
-        url, host, address = await self._checked_target()
-        clients = self.context.http
+        """POST to the configured URL; the outbound guard checks the address each connection goes to.
+        A worker lends its keep-alive client; a one-off send (a test action) opens its own."""
         try:
-            async with clients.lend(urlsplit(url).scheme, host) if clients else new_client() as client:
-                request = client.build_request(
-                    "POST", url, content=body, headers={**headers, "Host": host}, extensions={"sni_hostname": host}
-                )
-                response = await client.send(request)
+            async with contextlib.AsyncExitStack() as stack:
+                client = self.context.http
+                if client is None:
+                    client = await stack.enter_async_context(new_client(self.context.settings))
+                response = await client.post(self.config.url, content=body, headers=headers)
         except httpx.TimeoutException as exc:
             raise DestinationUnavailable(f"no answer from the webhook within {TIMEOUT:g} s") from exc
         except httpx.HTTPError as exc:
-            raise DestinationUnavailable(f"could not reach the webhook at {address}: {exc}") from exc
+            raise DestinationUnavailable(f"could not reach the webhook: {exc}") from exc
         return _judge(response)
 
     async def _body(self, payload: Payload) -> tuple[bytes, str, dict[str, str]]:
@@ -178,97 +175,17 @@ class WebhookDestination(Destination):
         parts = (head, b', "data": "', base64.b64encode(data), b'", "tags": ', json.dumps(tags).encode(), b"}")
         return b"".join(parts), "application/json", {}
 
-    async def _checked_target(self) -> tuple[str, str, str]:
-        """The URL rewritten to the one address it resolved to, once that address is allowed."""
-        parts = urlsplit(self.config.url)
-        host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise DestinationUnavailable(f"cannot resolve the webhook host {host!r}: {exc}") from exc
-        address = ipaddress.ip_address(infos[0][4][0])
-        if not self.context.settings.webhook_allow_private and _is_private(address):
-            raise Rejected(
-                f"the webhook host {host!r} resolves to {address}, a private address photodrop will not call "
-                "(set PHOTODROP_WEBHOOK_ALLOW_PRIVATE to allow it)"
-            )
-        literal = f"[{address}]" if address.version == 6 else str(address)
-        netloc = f"{literal}:{port}"
-        host_header = host if parts.port is None else f"{host}:{parts.port}"
-        return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")), host_header, str(address)
 
-
-def new_client() -> httpx.AsyncClient:
-    return httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False, trust_env=False, verify=_tls_context())
-
-
-@dataclass
-class _Lent:
-    client: httpx.AsyncClient
-    users: int = 0
-    retired: bool = False
-
-
-class WebhookClients:
-    """A worker's keep-alive HTTP clients for webhook POSTs: made on first use, closed at shutdown,
-    so deliveries to one receiver reuse their connections instead of opening one each.
-
-    One client per (scheme, host): a request goes to the address its host was checked at, so a
-    client's pool is keyed by that address, and a host must not be sent over a TLS connection made
-    (and verified) for another host on the same address. The least recently used clients beyond
-    ``size`` are closed once no request is using them.
-    """
-
-    def __init__(self, size: int = 128) -> None:
-        self._size = size
-        self._clients: OrderedDict[tuple[str, str], _Lent] = OrderedDict()
-
-    @contextlib.asynccontextmanager
-    async def lend(self, scheme: str, host: str) -> AsyncIterator[httpx.AsyncClient]:
-        key = (scheme, host.lower())
-        lent = self._clients.pop(key, None) or _Lent(new_client())
-        self._clients[key] = lent
-        lent.users += 1
-        idle = []
-        while len(self._clients) > self._size:
-            _, oldest = self._clients.popitem(last=False)
-            oldest.retired = True
-            if oldest.users == 0:
-                idle.append(oldest.client)
-        for client in idle:
-            await client.aclose()
-        try:
-            yield lent.client
-        finally:
-            lent.users -= 1
-            if lent.retired and lent.users == 0:
-                await lent.client.aclose()
-
-    async def aclose(self) -> None:
-        lent, self._clients = list(self._clients.values()), OrderedDict()
-        for entry in lent:
-            await entry.client.aclose()
+def new_client(settings: Settings) -> httpx.AsyncClient:
+    """A guarded client for webhook POSTs; the worker keeps one for all its deliveries, so posts to
+    one receiver reuse their keep-alive connections (each new connection is checked by the guard)."""
+    return outbound.http_client(settings, timeout=TIMEOUT, verify=_tls_context())
 
 
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
     """One TLS context for every request: loading the CA bundle costs more than most deliveries."""
     return ssl.create_default_context(cafile=certifi.where())
-
-
-def _is_private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return (
-        address in _METADATA
-        or address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-    )
 
 
 def _judge(response: httpx.Response) -> httpx.Response:

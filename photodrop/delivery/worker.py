@@ -17,9 +17,9 @@ from typing import Any
 
 from photodrop import logs
 from photodrop.context import Services
+from photodrop.delivery import webhook
 from photodrop.delivery.base import Receipt, open_destination
 from photodrop.delivery.errors import DeliveryError, DestinationUnavailable
-from photodrop.delivery.webhook import WebhookClients
 from photodrop.models import Delivery, Notification, utcnow
 from photodrop.resolvers import notifications, outbox
 from photodrop.resolvers.deliveries import Attempted, Failed, Job, claim_jobs, record_attempts
@@ -62,7 +62,7 @@ class DeliveryWorker:
         self._outcomes: list[Attempted] = []
         self._outcome_ready = asyncio.Event()
         self._closing = False
-        self._http = WebhookClients()
+        self._http = webhook.new_client(services.settings)
 
     def wake(self) -> None:
         """New deliveries are due: look now rather than at the next poll."""

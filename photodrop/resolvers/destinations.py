@@ -9,7 +9,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictBool, fie
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from photodrop import crypto
+from photodrop import crypto, outbound
 from photodrop.context import Principal, Services
 from photodrop.delivery.base import DeliveryContext, destination_class
 from photodrop.delivery.errors import DeliveryError
@@ -85,17 +85,18 @@ def _unmasked(value: Any, old: Any) -> Any:
     return old if isinstance(value, str) and value.startswith(MASK) else value
 
 
-def _validated_config(kind: DeliveryMode, config: dict[str, Any]) -> dict[str, Any]:
+async def _validated_config(services: Services, kind: DeliveryMode, config: dict[str, Any]) -> dict[str, Any]:
     if kind is DeliveryMode.POLL:
         raise InvalidInput("poll is not a destination: set delivery_mode to poll on the session instead", param="kind")
     model = destination_class(kind.value).Config
     checked = validated(model, config)
+    await outbound.check_targets(services.settings, checked.targets())
     return checked.model_dump(mode="json", exclude_none=True)
 
 
 async def create_destination(services: Services, principal: Principal, data: Any) -> Destination:
     spec = validated(DestinationCreate, data)
-    config = _validated_config(spec.kind, spec.config)
+    config = await _validated_config(services, spec.kind, spec.config)
     now = utcnow()
     async with services.db.write() as s:
         others = (await s.exec(_of_kind(principal, spec.kind))).all()
@@ -142,7 +143,9 @@ async def update_destination(services: Services, principal: Principal, destinati
         if change.config is not None:
             old = decrypt_config(services, destination.config_encrypted)
             merged = {key: _unmasked(value, old.get(key)) for key, value in change.config.items()}
-            destination.config_encrypted = crypto.seal(services.settings, _validated_config(current.kind, merged))
+            destination.config_encrypted = crypto.seal(
+                services.settings, await _validated_config(services, current.kind, merged)
+            )
         if change.is_active is not None:
             destination.is_active = change.is_active
         if change.is_default:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import httpx
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
@@ -22,7 +23,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 from photodrop.context import Principal, Services
 from photodrop.delivery.base import DeliveryContext
 from photodrop.delivery.errors import DeliveryError
-from photodrop.delivery.webhook import WebhookClients, WebhookConfig, WebhookDestination
+from photodrop.delivery.webhook import WebhookConfig, WebhookDestination
 from photodrop.errors import NotFound, StateConflict
 from photodrop.events import Envelope
 from photodrop.ids import new_id
@@ -118,7 +119,7 @@ async def claim_due(services: Services, *, worker: str, limit: int) -> list[Noti
     return await outbox.claim(services, Notification, worker=worker, limit=limit)
 
 
-async def send(services: Services, notification: Notification, *, http: WebhookClients | None = None) -> None:
+async def send(services: Services, notification: Notification, *, http: httpx.AsyncClient | None = None) -> None:
     """Sign and POST the event envelope, with the session's tags and images, to its URL."""
     async with services.db.read() as s:
         event = await s.get(Event, notification.event_id)
@@ -176,7 +177,7 @@ async def send_to_webhook(
     message_id: str,
     document: dict[str, Any],
     *,
-    http: WebhookClients | None = None,
+    http: httpx.AsyncClient | None = None,
 ) -> int:
     """POST ``document`` to a project event webhook, signed the way it asked (hmac_sha256 or svix)."""
     body = json.dumps(document).encode()

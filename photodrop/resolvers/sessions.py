@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from photodrop import logs
+from photodrop import logs, outbound
 from photodrop.context import Principal, Services
 from photodrop.db import inserting
 from photodrop.errors import Expired, InvalidInput, NotFound, StateConflict, validated
@@ -67,6 +67,7 @@ async def create_session(services: Services, principal: Principal, data: Mapping
     key = principal.key or await _key_of(services, principal)
     limit = services.settings.max_images_limit
     spec = validated(SessionCreate, with_key_defaults(data, key, limit), {"max_images_limit": limit})
+    await outbound.check_url(services.settings, "webhook_url", spec.webhook_url)
     mode = spec.delivery_mode or (DeliveryMode.POLL if spec.long_polling else None)
     destination_ids = await destinations_for(
         services, principal, mode=mode or DeliveryMode.POLL, destination_ids=spec.destination_ids

@@ -11,7 +11,7 @@ from pydantic.alias_generators import to_camel
 from sqlalchemy import delete, func
 from sqlmodel import col, select
 
-from photodrop import crypto
+from photodrop import crypto, outbound
 from photodrop.context import Principal, Services
 from photodrop.errors import NotFound, validated
 from photodrop.ids import new_id
@@ -118,6 +118,7 @@ def retry_delays(webhook: EventWebhook) -> list[float]:
 
 async def create_webhook(services: Services, principal: Principal, data: Any) -> EventWebhook:
     spec = validated(WebhookCreate, data)
+    await outbound.check_url(services.settings, "url", spec.url)
     now = utcnow()
     webhook = EventWebhook(
         id=new_id("wh"),
@@ -161,6 +162,7 @@ async def get_webhook(services: Services, principal: Principal, webhook_id: str)
 
 async def update_webhook(services: Services, principal: Principal, webhook_id: str, data: Any) -> EventWebhook:
     change = validated(WebhookUpdate, data)
+    await outbound.check_url(services.settings, "url", change.url)
     await get_webhook(services, principal, webhook_id)
     async with services.db.write() as s:
         webhook = await s.get(EventWebhook, webhook_id)

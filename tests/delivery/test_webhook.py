@@ -173,9 +173,9 @@ async def test_nothing_listening_is_unavailable(delivery_context: DeliveryContex
 )
 async def test_private_addresses_are_refused_unless_allowed(delivery_context: DeliveryContext, url: str) -> None:
     strict = replace(
-        delivery_context, settings=delivery_context.settings.model_copy(update={"webhook_allow_private": False})
+        delivery_context, settings=delivery_context.settings.model_copy(update={"allow_private_targets": False})
     )
-    with pytest.raises(Rejected, match="private address"):
+    with pytest.raises(Rejected, match="not a public address"):
         await open_destination("webhook", {"url": url}, strict).deliver(make_payload(PHOTO))
 
 

@@ -42,11 +42,11 @@ DESTINATION = "destination { id kind name config isDefault isActive } userErrors
 async def test_destination_lifecycle(client: httpx.AsyncClient, key: str, other_key: str) -> None:
     create = f"""mutation($input: CreateDestinationInput!) {{ createDestination(input: $input) {{ {DESTINATION} }} }}"""
     made = await gql(
-        client, key, create, input={"kind": "WEBHOOK", "name": "crm", "config": {"url": "http://127.0.0.1:9/h"}}
+        client, key, create, input={"kind": "WEBHOOK", "name": "crm", "config": {"url": "http://hooks.test:9/h"}}
     )
     destination = made["createDestination"]["destination"]
     assert destination["isDefault"] is True and destination["config"] == {
-        "url": "http://127.0.0.1:9/h",
+        "url": "http://hooks.test:9/h",
         "format": "json_base64",
         "headers": {},
     }

@@ -68,7 +68,7 @@ ROW_FIELDS = {
 
 
 async def _destination(client: httpx.AsyncClient, key: str, name: str = "hook") -> dict[str, Any]:
-    body = {"kind": "webhook", "name": name, "config": {"url": "http://127.0.0.1:9/hook"}}
+    body = {"kind": "webhook", "name": name, "config": {"url": "http://hooks.test:9/hook"}}
     response = await client.post("/v1/destinations", json=body, headers=bearer(key))
     assert response.status_code == 201, response.text
     created: dict[str, Any] = response.json()

@@ -104,7 +104,7 @@ async def test_real_responses_match_the_document(client: httpx.AsyncClient, key:
     await call("GET", f"/v1/sessions/{sid}/qr?format=jpeg")
     await call("GET", f"/v1/sessions/{sid}/qr?size=10")
     await call("POST", f"/v1/sessions/{sid}/complete", headers=auth)
-    hook_config = {"url": "http://127.0.0.1:9/hook"}
+    hook_config = {"url": "http://hooks.test:9/hook"}
     hook = {"kind": "webhook", "name": "hook", "config": hook_config}
     destination = (await call("POST", "/v1/destinations", json=hook, headers=auth)).json()
     await call("POST", "/v1/destinations", json={**hook, "config": {"url": "ftp://x"}}, headers=auth)
@@ -120,9 +120,9 @@ async def test_real_responses_match_the_document(client: httpx.AsyncClient, key:
     project_id = (await call("GET", "/v1/project", headers=auth)).json()["id"]
     hooks = f"/v1/projects/{project_id}/webhooks"
     hook = (
-        await call("POST", hooks, json={"url": "http://127.0.0.1:9/h", "topics": ["session.*"]}, headers=auth)
+        await call("POST", hooks, json={"url": "http://hooks.test:9/h", "topics": ["session.*"]}, headers=auth)
     ).json()
-    await call("POST", hooks, json={"url": "http://127.0.0.1:9/h", "topics": []}, headers=auth)
+    await call("POST", hooks, json={"url": "http://hooks.test:9/h", "topics": []}, headers=auth)
     await call("GET", hooks, headers=auth)
     await call("GET", "/v1/projects/proj_other/webhooks", headers=auth)
     await call("PATCH", f"{hooks}/{hook['id']}", json={"topics": ["*.uploaded"]}, headers=auth)

@@ -99,7 +99,7 @@ async def test_a_destination_with_waiting_deliveries_cannot_be_deleted(client: h
 
 
 async def test_testing_an_unreachable_destination_reports_why(client: httpx.AsyncClient, key: str) -> None:
-    config = {**S3["config"], "endpoint_url": "http://127.0.0.1:9"}
+    config = {**S3["config"], "endpoint_url": "http://hooks.test:9"}
     made = (await client.post("/v1/destinations", json={**S3, "config": config}, headers=bearer(key))).json()
     result = (await client.post(f"/v1/destinations/{made['id']}/test", headers=bearer(key))).json()
     assert result["success"] is False and result["error"]
