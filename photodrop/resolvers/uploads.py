@@ -17,6 +17,7 @@ from photodrop.errors import (
     Expired,
     InvalidInput,
     NotFound,
+    PhotodropError,
     SessionFull,
     StateConflict,
     TooLarge,
@@ -127,6 +128,7 @@ async def accept_upload(
             directory=settings.spool_dir,
             max_file_bytes=settings.max_image_bytes,
             max_files=settings.max_images_limit,
+            max_pixels=settings.max_image_pixels,
         )
     try:
         # A form whose file input was left empty still sends a part, nameless and bare: that is no file at all.
@@ -147,9 +149,13 @@ async def _accept_file(
 ) -> Image:
     if spooled.size == 0:
         raise UnsupportedType(f"{spooled.filename or 'the file'} is empty", param="file")
-    info = await anyio.to_thread.run_sync(
-        lambda: inspect_image(spooled.path, max_pixels=services.settings.max_image_pixels)
-    )
+    info = spooled.verdict
+    if info is None:  # it did not stream in as an image (it was decrypted): check it now
+        info = await anyio.to_thread.run_sync(
+            lambda: inspect_image(spooled.path, max_pixels=services.settings.max_image_pixels)
+        )
+    if isinstance(info, PhotodropError):
+        raise info
     if info.mime_type not in session.allowed_mime_types:
         raise UnsupportedType(
             f"{info.mime_type} is not accepted in this session (allowed: {', '.join(session.allowed_mime_types)})",
