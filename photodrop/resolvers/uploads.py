@@ -100,6 +100,14 @@ async def open_for_upload(
     return session
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """The images an upload added, and their session as the last one's commit left it."""
+
+    images: list[Image]
+    session: UploadSession
+
+
 @counts_refusals
 async def accept_upload(
     services: Services,
@@ -110,12 +118,13 @@ async def accept_upload(
     credentials: Credentials,
     principal: Principal | None = None,
     encrypted: bool = False,
-) -> list[Image]:
+) -> Accepted:
     """Stream a multipart body into the session; each ``file`` part becomes one image.
 
     With ``encrypted`` the parts (or a JSON body) are envelopes, opened before anything else
     looks at them. Every image is committed on its own, with its deliveries and events, so a
-    later file's failure never takes back an earlier one.
+    later file's failure never takes back an earlier one. The session comes back as the last
+    commit wrote it, so the caller needs no second read to answer.
     """
     session = await open_for_upload(services, session_id, credentials, principal)
     settings = services.settings
@@ -139,14 +148,18 @@ async def accept_upload(
         if len(files) > room:
             raise SessionFull(f"{len(files)} files sent but only {room} more fit in this session", param="file")
         source = (form.fields.get("source") or "camera").strip()[:MAX_SOURCE] or "camera"
-        return [await _accept_file(services, session, spooled, source, encrypted) for spooled in files]
+        images = []
+        for spooled in files:
+            image, session = await _accept_file(services, session, spooled, source, encrypted)
+            images.append(image)
+        return Accepted(images, session)
     finally:
         form.discard()
 
 
 async def _accept_file(
     services: Services, session: UploadSession, spooled: SpooledFile, source: str, encrypted: bool
-) -> Image:
+) -> tuple[Image, UploadSession]:
     if spooled.size == 0:
         raise UnsupportedType(f"{spooled.filename or 'the file'} is empty", param="file")
     info = spooled.verdict
@@ -263,7 +276,7 @@ async def _accept_file(
     await services.bus.publish(events)
     services.wake_workers()
     services.metrics.image_accepted(image.size_bytes)
-    return image
+    return image, claimed
 
 
 class _NoRoom(Exception):
