@@ -2,8 +2,8 @@
 
 photodrop: ``POST /api/v1/upload/{session}/images`` on a real ``photodrop serve`` process; the
 requests rotate over sessions created with ``max_images`` 50, one JPEG per request. Each upload
-is spooled to disk and hashed, fully decoded by Pillow, moved into staging and committed as
-Image, Delivery and Event rows in SQLite.
+is spooled to disk, hashed and structurally checked in one pass, moved into staging and
+committed as Image, Delivery and Event rows in SQLite.
 
 Baseline: a bare Starlette app under the same uvicorn defaults whose one endpoint streams the
 multipart body through python-multipart into a file while hashing it with sha256, then answers
