@@ -1,4 +1,4 @@
-"""photodrop.images: a file's type comes from its bytes, it must decode in full, and its name is made safe."""
+"""photodrop.images: a file's type comes from its bytes, its framing must be whole, and its name is made safe."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def _with_major_brand(data: bytes, brand: bytes) -> bytes:
         ("HEIF", "image/heic"),  # pillow_heif writes HEVC-coded HEIF, whose brand is "heic"
     ],
 )
-def test_each_supported_type_is_identified_from_its_bytes_and_decoded(tmp_path: Path, fmt: str, mime_type: str) -> None:
+def test_each_supported_type_is_identified_from_its_bytes_and_checked(tmp_path: Path, fmt: str, mime_type: str) -> None:
     path = _write(tmp_path, "upload", _encode(fmt))  # no extension to go by
     info = inspect_image(path, max_pixels=MAX_PIXELS)
     assert (info.mime_type, info.width, info.height) == (mime_type, *SIZE)
