@@ -13,7 +13,7 @@ from PIL import Image
 
 from photodrop.errors import InvalidInput, UnsupportedType
 from photodrop.images import ImageInfo
-from photodrop.spool import BATCH, read_multipart
+from photodrop.spool import BATCH, SpooledForm, read_multipart
 from tests.conftest import files_under
 
 BOUNDARY = "spool-test-boundary"
@@ -44,6 +44,13 @@ async def _chunks(body: bytes, size: int, *, fail_at: int | None = None) -> Asyn
         yield body[at : at + size]
 
 
+async def _read(chunks: AsyncIterator[bytes], directory: Path) -> SpooledForm:
+    """A body read as uploads read it: images checked, up to 5 files of at most 100 MB."""
+    return await read_multipart(
+        chunks, CONTENT_TYPE, directory=directory, max_file_bytes=10**8, max_files=5, max_pixels=10**8
+    )
+
+
 @pytest.mark.parametrize("chunk", [1000, 65_536, 3 * BATCH])
 async def test_each_part_is_written_hashed_and_checked_as_it_streams(tmp_path: Path, chunk: int) -> None:
     photo = _noise("JPEG", (1600, 1200), quality=95)
@@ -51,9 +58,7 @@ async def test_each_part_is_written_hashed_and_checked_as_it_streams(tmp_path: P
     cut = _noise("PNG", (64, 64))[:-20]
     body = _body([("source", None, b"library"), ("file", "a.jpg", photo), ("file", "b.png", cut)])
 
-    form = await read_multipart(
-        _chunks(body, chunk), CONTENT_TYPE, directory=tmp_path, max_file_bytes=10**8, max_files=5, max_pixels=10**8
-    )
+    form = await _read(_chunks(body, chunk), tmp_path)
 
     assert form.fields == {"source": "library"}
     first, second = form.files
@@ -84,26 +89,12 @@ async def test_a_body_that_breaks_off_leaves_no_file_behind(tmp_path: Path) -> N
     photo = _noise("JPEG", (1600, 1200), quality=95)
     body = _body([("file", "a.jpg", photo), ("file", "b.jpg", photo)])
     with pytest.raises(ConnectionResetError):
-        await read_multipart(
-            _chunks(body, 65_536, fail_at=len(photo) + BATCH),
-            CONTENT_TYPE,
-            directory=tmp_path,
-            max_file_bytes=10**8,
-            max_files=5,
-            max_pixels=10**8,
-        )
+        await _read(_chunks(body, 65_536, fail_at=len(photo) + BATCH), tmp_path)
     assert files_under(tmp_path) == []
 
 
 async def test_a_body_that_ends_inside_a_file_is_refused_and_cleaned_up(tmp_path: Path) -> None:
     body = _body([("file", "a.jpg", _noise("JPEG", (300, 200)))])
     with pytest.raises(InvalidInput, match="malformed multipart body|ended in the middle of a file"):
-        await read_multipart(
-            _chunks(body[: len(body) // 2], 4096),
-            CONTENT_TYPE,
-            directory=tmp_path,
-            max_file_bytes=10**8,
-            max_files=5,
-            max_pixels=10**8,
-        )
+        await _read(_chunks(body[: len(body) // 2], 4096), tmp_path)
     assert files_under(tmp_path) == []
