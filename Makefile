@@ -26,9 +26,12 @@ test-sqlite:
 test-postgres:
 	PHOTODROP_TEST_ENGINE=postgres $(UV) run pytest
 
+# Every bench runs even when one fails; then the failures are named and make exits non-zero, so a
+# bench that cannot start (a server that never comes up) is never mistaken for one that ran.
+BENCHES := ingest create_sessions delivery subscriptions scale_out
 bench:
-	$(UV) run python bench/ingest.py
-	$(UV) run python bench/create_sessions.py
-	$(UV) run python bench/delivery.py
-	$(UV) run python bench/subscriptions.py
-	$(UV) run python bench/scale_out.py
+	@failed=""; for name in $(BENCHES); do \
+		echo "== bench/$$name.py"; \
+		$(UV) run python bench/$$name.py || failed="$$failed bench/$$name.py"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make bench: FAILED:$$failed (see the errors above)" >&2; exit 1; fi

@@ -69,6 +69,31 @@ def free_port() -> int:
         return port
 
 
+STARTUP_TIMEOUT = 60.0
+
+
+class CannotStart(RuntimeError):
+    """A process the benchmark needs never came up: the bench measured nothing and must fail loudly."""
+
+
+def wait_until_up(process: subprocess.Popen[bytes], url: str, log: Path, name: str, *, poll: float = 0.1) -> None:
+    """Return once ``url`` answers any HTTP response; CannotStart if ``process`` exits or the time runs out."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while True:
+        if process.poll() is not None:
+            raise CannotStart(f"{name} exited with {process.returncode} before it was up; its log:\n{log.read_text()}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise CannotStart(
+                    f"{name} was not up at {url} after {STARTUP_TIMEOUT:g} s; its log:\n{log.read_text()}"
+                ) from None
+            time.sleep(poll)
+
+
 @contextmanager
 def server(command: Sequence[str], log: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
     """Run ``command`` (which must serve on the ``{port}`` it is given) until the block ends.
@@ -82,17 +107,7 @@ def server(command: Sequence[str], log: Path, env: dict[str, str] | None = None)
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                httpx.get(url + "/", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not start:\n{log.read_text()}") from None
-                time.sleep(0.1)
+        wait_until_up(process, url + "/", log, " ".join(command[:4]))
         yield Server(url, process.pid)
     finally:
         process.terminate()
@@ -114,14 +129,17 @@ def photodrop_env(data_dir: Path, **settings: str) -> dict[str, str]:
 
 
 @contextmanager
-def photodrop(data_dir: Path) -> Iterator[tuple[Server, str]]:
-    """A ``photodrop serve`` on a fresh data directory, and the live key it prints on first start."""
-    env = photodrop_env(data_dir)
+def photodrop(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[tuple[Server, str]]:
+    """A ``photodrop serve`` on a fresh data directory, and the live key it prints on first start.
+
+    ``env`` defaults to ``photodrop_env(data_dir)``; pass one made by it to change settings.
+    """
+    env = env or photodrop_env(data_dir)
     log = data_dir.parent / f"{data_dir.name}.log"
     with server([sys.executable, "-m", "photodrop", "serve", "--port", "{port}"], log, env) as running:
         keys = [line.strip() for line in log.read_text().splitlines() if line.startswith("  aptr_live_")]
         if not keys:
-            raise RuntimeError(f"photodrop printed no API key:\n{log.read_text()}")
+            raise CannotStart(f"photodrop printed no API key:\n{log.read_text()}")
         yield running, keys[0]
 
 

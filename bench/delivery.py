@@ -3,8 +3,8 @@
 photodrop, end to end through real processes: a ``photodrop serve`` with its in-process worker off
 (``PHOTODROP_RUN_WORKER=false``) takes the uploads, so every Delivery row is pending and due before
 the clock starts; then a ``photodrop worker`` process (concurrency 8, poll interval 0.05 s) is
-started on the same data directory. The timed window runs from the worker's ready line (it leases
-on its very next step) until the SQLite database, polled read-only every 10 ms, shows every delivery
+started on the same data directory. The timed window runs from the moment the worker's metrics port answers
+(it opens it right before its first lease) until the SQLite database, polled read-only every 10 ms, shows every delivery
 of the round succeeded. The worker is the real CLI command with ``photodrop.delivery.s3`` imported
 before it starts, as in a worker that has delivered once already (the cold import, about 0.6 s,
 would otherwise land in the window).
@@ -43,7 +43,7 @@ from typing import Any
 
 import boto3  # type: ignore[import-untyped]
 import httpx
-from _harness import Server, load, photodrop_env, server
+from _harness import Server, free_port, load, photodrop, photodrop_env, server, wait_until_up
 from _photos import BOUNDARY, make_photos, multipart
 from botocore.config import Config as BotoConfig  # type: ignore[import-untyped]
 from starlette.applications import Starlette
@@ -59,13 +59,12 @@ SESSION_SIZE = 50
 POLL_INTERVAL = 0.01
 ROUND_TIMEOUT = 90.0
 BUCKET = "photodrop-bench"
-READY = (
-    " delivering with concurrency "  # the worker's ready line: "photodrop worker <name> delivering with concurrency N"
-)
+# The worker serves its metrics once its services are open, right before its first claim: the port
+# answering is the ready signal (a socket, not a log line whose wording may change).
 WORKER = (
     "import sys, photodrop.delivery.s3, photodrop.delivery.webhook\n"
     "from photodrop.cli import main\n"
-    "sys.exit(main(['worker']))\n"
+    "sys.exit(main(['worker', '--metrics-port', sys.argv[1]]))\n"
 )
 
 
@@ -118,17 +117,13 @@ def delivery_env(data_dir: Path) -> dict[str, str]:
 
 @contextmanager
 def worker(env: dict[str, str], log: Path) -> Iterator[tuple[Server, float]]:
-    """A ``photodrop worker`` process; yields it with the perf_counter time its ready line appeared."""
+    """A ``photodrop worker`` process; yields it with the perf_counter time its metrics port answered."""
+    port = str(free_port())
     with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-c", WORKER], stdout=out, stderr=subprocess.STDOUT, env=env)
+        command = [sys.executable, "-c", WORKER, port]
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
-        deadline = time.monotonic() + 60
-        while READY not in log.read_text(errors="replace"):
-            if process.poll() is not None:
-                raise RuntimeError(f"the worker exited with {process.returncode}:\n{log.read_text()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the worker did not start:\n{log.read_text()}")
-            time.sleep(0.002)
+        wait_until_up(process, f"http://127.0.0.1:{port}/metrics", log, "photodrop worker", poll=0.002)
         yield Server("worker", process.pid), time.perf_counter()
     finally:
         process.terminate()
@@ -309,7 +304,8 @@ class Bench:
         print(f"{len(self.photos)} JPEGs of 1024x768, {mean / 1e3:.0f} KB on average; ", end="")
         print(f"{CONCURRENCY} in flight; best of {ROUNDS} alternating rounds")
         print("method: end to end; uploads through `photodrop serve` (its worker off), then a `photodrop worker`")
-        print("  process, timed from its ready line until the database shows every delivery of the round succeeded")
+        print("  process, timed from when its metrics port answers (its ready signal) until the database shows")
+        print("  every delivery of the round succeeded")
 
         # warm the baseline client's connections, as a long-running worker's would be (photodrop makes new ones)
         self.s3_baseline_round(client, CONCURRENCY, Side(), "warm-up")
@@ -361,12 +357,8 @@ def main() -> None:
             server([sys.executable, __file__, "--serve-receiver", "{port}"], root / "receiver.log")
         )
         env = delivery_env(root / "photodrop")
-        log = root / "photodrop.log"
-        serve = stack.enter_context(server([sys.executable, "-m", "photodrop", "serve", "--port", "{port}"], log, env))
-        keys = [line.strip() for line in log.read_text().splitlines() if line.startswith("  aptr_live_")]
-        if not keys:
-            raise RuntimeError(f"photodrop printed no API key:\n{log.read_text()}")
-        Bench(root, env, serve.url, keys[0], moto.url, receiver.url).run()
+        serve, key = stack.enter_context(photodrop(root / "photodrop", env))
+        Bench(root, env, serve.url, key, moto.url, receiver.url).run()
 
 
 if __name__ == "__main__":

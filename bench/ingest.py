@@ -2,8 +2,8 @@
 
 photodrop: ``POST /api/v1/upload/{session}/images`` on a real ``photodrop serve`` process; the
 requests rotate over sessions created with ``max_images`` 50, one JPEG per request. Each upload
-is spooled to disk and hashed, fully decoded by Pillow, moved into staging and committed as
-Image, Delivery and Event rows in SQLite.
+is spooled to disk, hashed and structurally checked in one pass, moved into staging and
+committed as Image, Delivery and Event rows in SQLite.
 
 Baseline: a bare Starlette app under the same uvicorn defaults whose one endpoint streams the
 multipart body through python-multipart into a file while hashing it with sha256, then answers
@@ -13,6 +13,13 @@ Both servers get the same load: CONCURRENCY keep-alive httpx clients sending the
 pre-encoded multipart bodies of realistic 3000x2000 quality-90 JPEGs (about 2-3 MB each).
 Rounds alternate between the two servers; each side's best round is reported, along with the
 server process's CPU time per upload (all threads), which holds up better on a busy machine.
+
+Then memory: BIG_UPLOADS uploads of one ~20 MB JPEG (6000x4400, just under the 20 MiB default
+limit), CONCURRENCY at a time, with photodrop's resident set size read after every tranche of 20.
+Streaming ingest keeps it flat: no upload's bytes or pixels are held in memory as a whole.
+
+photodrop runs with its per-key rate limit off (PHOTODROP_RATE_LIMIT_PER_MINUTE=0): one key sends
+far more uploads here than a client may.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from pathlib import Path
 from typing import IO
 
 import httpx
-from _harness import Server, baseline, compare, photodrop
+from _harness import Server, baseline, compare, load, photodrop
 from _photos import BOUNDARY, make_photos, multipart
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.applications import Starlette
@@ -41,6 +48,8 @@ REQUESTS = 80  # per round
 ROUNDS = 3
 WARMUP = 4
 SESSION_SIZE = 50
+BIG_UPLOADS = 100
+RSS_EVERY = 20
 
 
 # --- the baseline server -------------------------------------------------------------------
@@ -125,11 +134,36 @@ async def measure(photodrop_server: Server, key: str, baseline_server: Server) -
     results = await compare(sides, requests=REQUESTS, rounds=ROUNDS, warmup=WARMUP, concurrency=CONCURRENCY)
     mean = sum(map(len, photos)) / len(photos)
     ours, theirs = (REQUESTS * mean / results[side].best_seconds / 1e6 for side in sides)
+    print("photodrop runs with PHOTODROP_RATE_LIMIT_PER_MINUTE=0 (the per-key rate limit off)")
     print(f"{len(photos)} JPEGs of 3000x2000, {mean / 1e6:.2f} MB on average; {CONCURRENCY} clients, ", end="")
     print(f"{REQUESTS} uploads a round, best of {ROUNDS} rounds (MB = 10^6 bytes)")
     print(f"ingest: photodrop {ours:.1f} MB/s, baseline {theirs:.1f} MB/s, ratio {ours / theirs:.2f}")
     cpu = [results[side].cpu_ms_per_request for side in sides]
     print(f"server CPU per upload: photodrop {cpu[0]:.1f} ms, baseline {cpu[1]:.1f} ms")
+    await measure_memory(photodrop_server, key)
+
+
+async def measure_memory(photodrop_server: Server, key: str) -> None:
+    """photodrop's RSS while it takes BIG_UPLOADS photos of ~20 MB each; flat is the goal."""
+    big = make_photos((6000, 4400), (26,), 95)[0]  # just under the 20 MiB default limit
+    body = multipart(big, 0)
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    sessions = await create_sessions(photodrop_server.url, key, math.ceil(BIG_UPLOADS / SESSION_SIZE))
+    targets = iter([session for session in sessions for _ in range(SESSION_SIZE)])
+
+    async def send(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post(
+            f"{photodrop_server.url}/api/v1/upload/{next(targets)}/images", content=body, headers=headers
+        )
+
+    readings = [photodrop_server.rss_kib() / 1024]
+    for _ in range(BIG_UPLOADS // RSS_EVERY):
+        await load(send, requests=RSS_EVERY, concurrency=CONCURRENCY)
+        readings.append(photodrop_server.rss_kib() / 1024)
+    steps = ", ".join(f"{mib:.0f}" for mib in readings)
+    print(f"memory: {BIG_UPLOADS} uploads of {len(big) / 1e6:.1f} MB, {CONCURRENCY} at a time; ", end="")
+    print(f"photodrop RSS every {RSS_EVERY} uploads: {steps} MiB (growth after the first tranche: ", end="")
+    print(f"{readings[-1] - readings[1]:+.0f} MiB)")
 
 
 def main() -> None:

@@ -1,19 +1,26 @@
-"""What an uploaded file really is: its type from its bytes, its size in pixels, its integrity."""
+"""What an uploaded file really is: its type from its bytes, its size in pixels, its framing sound and whole."""
 
 from __future__ import annotations
 
+import io
 import re
 import unicodedata
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pillow_heif
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from photodrop.errors import TooLarge, UnsupportedType
+from photodrop import image_formats, image_heif
+from photodrop.errors import PhotodropError, TooLarge, UnsupportedType
 
+# Pillow opens HEIC and HEIF only through this plugin: the previews (resolvers/thumbnails.py) need it.
 pillow_heif.register_heif_opener()
+
+CHUNK = 1024 * 1024
 
 SUPPORTED_MIME_TYPES: tuple[str, ...] = (
     "image/jpeg",
@@ -47,21 +54,6 @@ EXTENSIONS = {
     "image/bmp": "bmp",
 }
 
-_PILLOW_FORMATS = {
-    "JPEG": "image/jpeg",
-    "MPO": "image/jpeg",  # phones write multi-picture JPEGs; they are JPEGs to every viewer
-    "PNG": "image/png",
-    "WEBP": "image/webp",
-    "GIF": "image/gif",
-    "AVIF": "image/avif",
-    "TIFF": "image/tiff",
-    "BMP": "image/bmp",
-}
-
-# ISO-BMFF brands that mark an HEVC-coded HEIF file (image/heic) or an AV1 one (image/avif).
-_HEIC_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx"}
-_AVIF_BRANDS = {b"avif", b"avis"}
-
 
 @dataclass(frozen=True)
 class ImageInfo:
@@ -70,47 +62,128 @@ class ImageInfo:
     height: int
 
 
+HEAD = 32  # bytes enough to tell every accepted format from its signature
+NAMING_HEAD = 64 * 1024  # of a file none of them claims: enough for Pillow to name what it is
+
+
+def _walk_for(head: bytes, check: image_formats.SizeCheck) -> image_formats.Walk | None:
+    if head.startswith(b"\xff\xd8\xff"):
+        return image_formats.jpeg(check)
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return image_formats.png(check)
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return image_formats.gif(check)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return image_formats.webp(check)
+    if head[:2] == b"BM":
+        return image_formats.bmp(check)
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return image_formats.tiff(check)
+    if head[4:8] == b"ftyp":
+        return image_heif.heif(check)
+    return None
+
+
+class ImageCheck:
+    """What an upload is, worked out from its bytes as they stream past, each looked at once.
+
+    ``feed`` each chunk in order, then ``result()``: the type (from the bytes, never the name),
+    the size in pixels (from the headers), and a structural check of the whole file in the
+    format's own framing (see ``image_formats``). After the first failure further chunks are
+    ignored (``failed`` says so). Pixel data is not decoded here. ``reopen`` gives the file back
+    for the formats that must seek (TIFF, an open-ended ISO-BMFF box); without it they fail.
+    """
+
+    def __init__(self, *, max_pixels: int, reopen: Callable[[], BinaryIO] | None = None) -> None:
+        self.max_pixels = max_pixels
+        self._reopen = reopen
+        self._head = bytearray()
+        self._walker: image_formats.Walker | None = None
+        self._unknown = False
+        self._error: PhotodropError | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
+
+    def feed(self, data: bytes) -> None:
+        if self._error is not None:
+            return
+        try:
+            if self._walker is not None:
+                self._walker.feed(data)
+                return
+            self._head += data
+            if len(self._head) >= (NAMING_HEAD if self._unknown else HEAD):
+                self._start()
+        except (image_formats.Damaged, image_formats.NotAccepted, PhotodropError) as exc:
+            self._error = _refusal(exc)
+
+    def _start(self) -> None:
+        walk = _walk_for(bytes(self._head[:HEAD]), self._check_pixels)
+        if walk is None:
+            if len(self._head) >= NAMING_HEAD or self._unknown:
+                raise UnsupportedType(_unknown_kind(bytes(self._head)), param="file")
+            self._unknown = True  # keep a little more, to name it in the refusal
+            return
+        head = bytes(self._head)
+        self._head.clear()
+        self._walker = image_formats.Walker(walk, self._reopen)
+        self._walker.feed(head)
+
+    def _check_pixels(self, width: int, height: int) -> None:
+        if width * height > self.max_pixels:
+            raise TooLarge(
+                f"the image is {width}x{height} pixels, more than the {self.max_pixels} pixels allowed", param="file"
+            )
+
+    def result(self) -> ImageInfo:
+        """The image's type and size, once every byte has been fed; raises why it is refused."""
+        if self._error is None:
+            try:
+                if self._walker is None:
+                    self._unknown = True
+                    self._start()
+                if self._walker is None:
+                    raise UnsupportedType(_unknown_kind(bytes(self._head)), param="file")
+                found = self._walker.finish()
+                return ImageInfo(found.mime_type, found.width, found.height)
+            except (image_formats.Damaged, image_formats.NotAccepted, PhotodropError) as exc:
+                self._error = _refusal(exc)
+        raise self._error
+
+
+def _refusal(exc: Exception) -> PhotodropError:
+    if isinstance(exc, PhotodropError):
+        return exc
+    if isinstance(exc, image_formats.NotAccepted):
+        return UnsupportedType(str(exc), param="file")
+    return UnsupportedType(f"the image is damaged or incomplete ({exc})", param="file")
+
+
+def _unknown_kind(head: bytes) -> str:
+    """Why a file no accepted format claims is refused: named as Pillow knows it, when it does."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(head)) as img:
+                return f"{img.format or 'this'} images are not accepted"
+    except Exception:  # noqa: BLE001  (whatever Pillow makes of a stranger's bytes, the answer is the same)
+        return "the file is not an image photodrop accepts"
+
+
 def inspect_image(path: Path, *, max_pixels: int) -> ImageInfo:
-    """Identify and fully decode the file at ``path``, refusing anything that is not a sound image.
+    """``ImageCheck`` over the file at ``path``, for bytes that did not stream in (e.g. decrypted ones).
 
     Blocking: call it from a worker thread.
     """
-    try:
-        with warnings.catch_warnings():
-            # Our own pixel limit below governs; Pillow's warning would only duplicate it.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                mime = _mime_type(img.format, path)
-                width, height = img.size
-                if width * height > max_pixels:
-                    raise TooLarge(
-                        f"the image is {width}x{height} pixels, more than the {max_pixels} pixels allowed",
-                        param="file",
-                    )
-                if img.format in ("JPEG", "MPO"):
-                    # Decoding at 1/8 scale still reads every entropy-coded byte, so truncation shows.
-                    img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
-                img.load()
-    except Image.DecompressionBombError as exc:
-        raise TooLarge(f"the image has too many pixels: {exc}", param="file") from exc
-    except UnidentifiedImageError as exc:
-        raise UnsupportedType("the file is not an image photodrop accepts", param="file") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:
-        # Pillow's decoders report damage through all of these (the AVIF one with RuntimeError).
-        raise UnsupportedType(f"the image is damaged or incomplete ({exc})", param="file") from exc
-    return ImageInfo(mime_type=mime, width=width, height=height)
-
-
-def _mime_type(pillow_format: str | None, path: Path) -> str:
-    if pillow_format in _PILLOW_FORMATS:
-        return _PILLOW_FORMATS[pillow_format]
-    if pillow_format == "HEIF":
-        with path.open("rb") as file:
-            brand = file.read(12)[8:12]
-        if brand in _AVIF_BRANDS:
-            return "image/avif"
-        return "image/heic" if brand in _HEIC_BRANDS else "image/heif"
-    raise UnsupportedType(f"{pillow_format or 'this'} images are not accepted", param="file")
+    check = ImageCheck(max_pixels=max_pixels, reopen=lambda: path.open("rb"))
+    with path.open("rb") as file:
+        while chunk := file.read(CHUNK):
+            check.feed(chunk)
+            if check.failed:
+                break
+    return check.result()
 
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]+")

@@ -17,6 +17,7 @@ from photodrop.errors import (
     Expired,
     InvalidInput,
     NotFound,
+    PhotodropError,
     SessionFull,
     StateConflict,
     TooLarge,
@@ -99,6 +100,14 @@ async def open_for_upload(
     return session
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """The images an upload added, and their session as the last one's commit left it."""
+
+    images: list[Image]
+    session: UploadSession
+
+
 @counts_refusals
 async def accept_upload(
     services: Services,
@@ -109,12 +118,13 @@ async def accept_upload(
     credentials: Credentials,
     principal: Principal | None = None,
     encrypted: bool = False,
-) -> list[Image]:
+) -> Accepted:
     """Stream a multipart body into the session; each ``file`` part becomes one image.
 
     With ``encrypted`` the parts (or a JSON body) are envelopes, opened before anything else
     looks at them. Every image is committed on its own, with its deliveries and events, so a
-    later file's failure never takes back an earlier one.
+    later file's failure never takes back an earlier one. The session comes back as the last
+    commit wrote it, so the caller needs no second read to answer.
     """
     session = await open_for_upload(services, session_id, credentials, principal)
     settings = services.settings
@@ -127,6 +137,7 @@ async def accept_upload(
             directory=settings.spool_dir,
             max_file_bytes=settings.max_image_bytes,
             max_files=settings.max_images_limit,
+            max_pixels=settings.max_image_pixels,
         )
     try:
         # A form whose file input was left empty still sends a part, nameless and bare: that is no file at all.
@@ -137,19 +148,27 @@ async def accept_upload(
         if len(files) > room:
             raise SessionFull(f"{len(files)} files sent but only {room} more fit in this session", param="file")
         source = (form.fields.get("source") or "camera").strip()[:MAX_SOURCE] or "camera"
-        return [await _accept_file(services, session, spooled, source, encrypted) for spooled in files]
+        images = []
+        for spooled in files:
+            image, session = await _accept_file(services, session, spooled, source, encrypted)
+            images.append(image)
+        return Accepted(images, session)
     finally:
         form.discard()
 
 
 async def _accept_file(
     services: Services, session: UploadSession, spooled: SpooledFile, source: str, encrypted: bool
-) -> Image:
+) -> tuple[Image, UploadSession]:
     if spooled.size == 0:
         raise UnsupportedType(f"{spooled.filename or 'the file'} is empty", param="file")
-    info = await anyio.to_thread.run_sync(
-        lambda: inspect_image(spooled.path, max_pixels=services.settings.max_image_pixels)
-    )
+    info = spooled.verdict
+    if info is None:  # it did not stream in as an image (it was decrypted): check it now
+        info = await anyio.to_thread.run_sync(
+            lambda: inspect_image(spooled.path, max_pixels=services.settings.max_image_pixels)
+        )
+    if isinstance(info, PhotodropError):
+        raise info
     if info.mime_type not in session.allowed_mime_types:
         raise UnsupportedType(
             f"{info.mime_type} is not accepted in this session (allowed: {', '.join(session.allowed_mime_types)})",
@@ -257,7 +276,7 @@ async def _accept_file(
     await services.bus.publish(events)
     services.wake_workers()
     services.metrics.image_accepted(image.size_bytes)
-    return image
+    return image, claimed
 
 
 class _NoRoom(Exception):

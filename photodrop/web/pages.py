@@ -132,7 +132,7 @@ async def upload_form_post(request: Request) -> Response:
     """The form's post, for phones without JavaScript: the same upload the page's script makes."""
     session_id = request.path_params["id"]
     try:
-        images = await uploads.accept_upload(
+        accepted = await uploads.accept_upload(
             services(request),
             session_id,
             body=request.stream(),
@@ -141,9 +141,8 @@ async def upload_form_post(request: Request) -> Response:
         )
     except PhotodropError as exc:
         return await _refusal(request, exc)
-    session = await find_session(services(request), session_id)
-    more = session.status in (SessionStatus.PENDING, SessionStatus.ACTIVE)
-    return _render(request, "message.html", 201, state="received", images=images, more=more)
+    more = accepted.session.status in (SessionStatus.PENDING, SessionStatus.ACTIVE)
+    return _render(request, "message.html", 201, state="received", images=accepted.images, more=more)
 
 
 routes = [

@@ -211,7 +211,7 @@ async def qr_response(request: Request, principal: Principal | None) -> Response
 async def upload_images(request: Request) -> Response:
     session_id = request.path_params["id"]
     principal = await caller(request) if request.headers.get("authorization") else None
-    images = await uploads.accept_upload(
+    accepted = await uploads.accept_upload(
         services(request),
         session_id,
         body=request.stream(),
@@ -223,8 +223,7 @@ async def upload_images(request: Request) -> Response:
         principal=principal,
         encrypted=bool(request.headers.get("x-aptr-encrypted")),
     )
-    session = await sessions.find_session(services(request), session_id)
-    return respond(UploadResultOut.of(images, session), 201)
+    return respond(UploadResultOut.of(accepted.images, accepted.session), 201)
 
 
 @api.route(
