@@ -141,7 +141,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[GraphQLContext, None]):
         record = self.live.ops.get(op_id)
         if record is not None:
             self.view.hub.leave(self.live, op_id)
-            record.conn.push(record, self.live.complete_frame(op_id), coalesce=False)
+            record.conn.push(record, self.live.complete_frame(op_id))
 
     async def handle_stop(self, message: StopMessage) -> None:
         if message["id"] in self.live.ops:

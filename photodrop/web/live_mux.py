@@ -39,7 +39,7 @@ from photodrop.context import Principal, Services
 from photodrop.errors import PhotodropError
 from photodrop.events import Envelope, SharedMailbox
 from photodrop.models import UploadSession
-from photodrop.resolvers.live import MAX_PENDING_EVENTS, EventWatch, SessionWatch, Watch
+from photodrop.resolvers.live import MAX_PENDING_EVENTS, MAX_PENDING_SESSIONS, EventWatch, SessionWatch, Watch
 from photodrop.schema import validation_rules
 from photodrop.schema.context import GraphQLContext, Loaders
 from photodrop.schema.errors import as_graphql_error, shape_errors
@@ -47,6 +47,9 @@ from photodrop.schema.operations import LIVE_FIELDS, live_view
 
 log = logging.getLogger(__name__)
 
+# Frames a subscription may have waiting for a slow socket (events, or sessions of a project feed)
+# before it is cut off.
+MAX_PENDING = max(MAX_PENDING_EVENTS, MAX_PENDING_SESSIONS)
 PLANS = 256  # distinct documents whose parse and validation are remembered
 # A project feed remembers this many sessions' newest versions, to drop a version it already sent.
 REMEMBERED_SESSIONS = 10_000
@@ -63,6 +66,14 @@ UNEXPECTED = json.dumps(
     {"data": None, "errors": [{"message": "Unexpected error.", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]},
     separators=(",", ":"),
 )
+
+
+def _waiting(frames: list[tuple[str | None, str]], session_id: str) -> int | None:
+    """Where a state of ``session_id`` still waits among ``frames``, newest first."""
+    for index in range(len(frames) - 1, -1, -1):
+        if frames[index][0] == session_id:
+            return index
+    return None
 
 
 def _json(value: Any) -> str:
@@ -101,8 +112,9 @@ class LiveConnection:
         self.websocket = websocket
         self.legacy = legacy  # graphql-ws ("data") rather than graphql-transport-ws ("next")
         self.ops: dict[str, Record] = {}
-        # Frames not yet written, per subscription, in the order each first had something to send.
-        self.queue: dict[Record, list[str]] = {}
+        # Frames not yet written, per subscription, in the order each first had something to send;
+        # each with the session it shows, if a newer state of that session may replace it.
+        self.queue: dict[Record, list[tuple[str | None, str]]] = {}
         self.writer: asyncio.Task[None] | None = None
         self.closed = False
 
@@ -116,20 +128,24 @@ class LiveConnection:
             return f'{{"type":"complete","id":{_json(op_id)}}}'
         return f'{{"id":{_json(op_id)},"type":"complete"}}'
 
-    def push(self, record: Record, frame: str, *, coalesce: bool) -> bool:
-        """Queue ``frame`` for ``record``; False when an event feed fell too far behind to keep."""
+    def push(self, record: Record, frame: str, *, state_of: str | None = None) -> bool:
+        """Queue ``frame`` for ``record``; False when it fell too far behind to keep (it is cut off).
+
+        A frame showing the state of session ``state_of`` replaces one still waiting for the same
+        session: a slow reader gets the newest state rather than a backlog.
+        """
         if self.closed:
             return True
         frames = self.queue.get(record)
         if frames is None:
-            self.queue[record] = [frame]
-        elif coalesce:
-            frames[-1] = frame  # a slow reader gets the newest state rather than a backlog
-        elif len(frames) >= MAX_PENDING_EVENTS:
-            frames[:] = [record.prefix + TOO_SLOW + "}"]
+            self.queue[record] = [(state_of, frame)]
+        elif state_of is not None and (waiting := _waiting(frames, state_of)) is not None:
+            frames[waiting] = (state_of, frame)
+        elif len(frames) >= MAX_PENDING:
+            frames[:] = [(None, record.prefix + TOO_SLOW + "}")]
             return False
         else:
-            frames.append(frame)
+            frames.append((state_of, frame))
         if self.writer is None:
             self.writer = asyncio.create_task(self._write(), name="photodrop-live-writer")
         return True
@@ -139,12 +155,12 @@ class LiveConnection:
         if self.ops.get(record.op_id) is record:
             del self.ops[record.op_id]
         if payload is not None:
-            self.push(record, record.prefix + payload + "}", coalesce=False)
+            self.push(record, record.prefix + payload + "}")
         frames = self.queue.get(record)
         if frames is not None:
-            frames.append(self.complete_frame(record.op_id))
+            frames.append((None, self.complete_frame(record.op_id)))
         else:
-            self.push(record, self.complete_frame(record.op_id), coalesce=False)
+            self.push(record, self.complete_frame(record.op_id))
 
     def forget(self, record: Record) -> None:
         """Drop ``record`` and whatever it still had to send: its subscriber asked to stop."""
@@ -156,7 +172,7 @@ class LiveConnection:
         try:
             while self.queue:
                 record = next(iter(self.queue))
-                for frame in self.queue.pop(record):
+                for _, frame in self.queue.pop(record):
                     await self.websocket.send_text(frame)
         except Exception as exc:  # the socket is gone; its reader notices and drops the connection
             log.debug("a live connection stopped taking frames: %s", exc)
@@ -247,9 +263,8 @@ class Group(SharedMailbox):
                 if isinstance(item, Envelope):
                     payload = await self.hub.execute(self, item)
                     for record in list(self.records):
-                        if not record.conn.push(record, record.prefix + payload + "}", coalesce=False):
-                            self.leave(record)  # cut off: it ends with the error queued in its place
-                            record.conn.end(record)
+                        if not record.conn.push(record, record.prefix + payload + "}"):
+                            self._cut_off(record)
                 else:
                     self._remember(item.id, item.version)
                     await self._advance(item)
@@ -272,21 +287,27 @@ class Group(SharedMailbox):
             behind = list(self.records)
             final = False
         for record in behind:
-            record.version = session.version
+            record.version = max(session.version, self.latest_version)
             if final:
                 record.conn.end(record, payload=frame_payload)
-            else:
-                record.conn.push(record, record.prefix + frame_payload + "}", coalesce=True)
+            elif not record.conn.push(record, record.prefix + frame_payload + "}", state_of=session.id):
+                self._cut_off(record)
         if final:
             self.records.clear()
             self._close()
 
+    def _cut_off(self, record: Record) -> None:
+        """A member too far behind: it ends with the error queued in place of what it missed."""
+        self.leave(record)
+        record.conn.end(record)
+
     def join(self, record: Record) -> None:
         self.records[record] = None
-        if self.latest is not None and self.started is not None and self.started.done():
+        watch = self.watch
+        if isinstance(watch, SessionWatch) and self.latest is not None and self.started and self.started.done():
             # Already following the channel: the newest state it has is as current as a read would be.
             record.version = self.latest_version
-            record.conn.push(record, record.prefix + self.latest + "}", coalesce=True)
+            record.conn.push(record, record.prefix + self.latest + "}", state_of=watch.session_id)
 
     def leave(self, record: Record) -> None:
         self.records.pop(record, None)
