@@ -489,11 +489,13 @@ async def memory(side: Side, sessions: list[str]) -> Memory:
 async def held_polls(server: Server) -> int:
     """How many long polls photodrop says it is holding now."""
     async with httpx.AsyncClient(timeout=WAIT) as client:
-        text = (await client.get(f"{server.url}/metrics")).text
-    for line in text.splitlines():
+        response = await client.get(f"{server.url}/metrics")
+    for line in response.text.splitlines():
         if line.startswith("photodrop_long_polls_held"):
             return round(float(line.split()[-1]))
-    raise RuntimeError("photodrop's /metrics shows no photodrop_long_polls_held")
+    raise RuntimeError(
+        f"/metrics answered {response.status_code} without photodrop_long_polls_held: {response.text[:300]}"
+    )
 
 
 async def long_polls(ours: Photodrop, sessions: list[str]) -> tuple[int, float]:

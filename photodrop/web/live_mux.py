@@ -268,6 +268,9 @@ class Group(SharedMailbox):
                 else:
                     self._remember(item.id, item.version)
                     await self._advance(item)
+        except Exception:
+            log.exception("a live group on %s failed", self.channel)
+            self._fail(UNEXPECTED)
         finally:
             self.worker = None
 
