@@ -90,6 +90,15 @@ class Plan:
     name: str
 
 
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """A planned document with the variables and operation name one group runs it with."""
+
+    plan: Plan
+    variables: dict[str, Any] | None
+    name: str | None
+
+
 class Record:
     """One subscription: which connection and operation id it answers, and the newest version it was sent."""
 
@@ -186,13 +195,14 @@ class Group(SharedMailbox):
     """The subscribers of one live field with the same document, variables and project."""
 
     def __init__(
-        self, hub: LiveHub, key: tuple[str, ...], watch: Watch, executor: Executor[GraphQLContext], principal: Principal
-    ):
+        self, hub: LiveHub, key: tuple[str, ...], watch: Watch, operation: Operation, principal: Principal
+    ) -> None:
         self.hub = hub
         self.key = key
         self.watch = watch
         self.every_event = watch.every_event
-        self.executor = executor
+        # What its executor is built from, per update: an executor kept per idle group costs kilobytes.
+        self.operation = operation
         self.principal = principal
         self.channel = watch.channel(principal)
         self.records: dict[Record, None] = {}
@@ -201,6 +211,7 @@ class Group(SharedMailbox):
         self.pending: OrderedDict[str, UploadSession | Envelope] = OrderedDict()
         self.delivered: OrderedDict[str, int] = OrderedDict()
         self.started: asyncio.Task[bool] | None = None
+        self.ready = False  # following the channel, its first state (if any) sent
         self.worker: asyncio.Task[None] | None = None
         self.over = False
 
@@ -237,6 +248,9 @@ class Group(SharedMailbox):
         services = self.hub.services
         try:
             await services.bus.attach(self.channel, self)
+            if self.over:  # every member left before it was attached
+                services.bus.detach(self.channel, self)
+                return False
             first = await self.watch.start(services, self.principal)
         except PhotodropError as exc:
             self._fail(_json({"data": None, "errors": [as_graphql_error(exc).formatted]}))
@@ -247,7 +261,9 @@ class Group(SharedMailbox):
             return False
         if first is not None:
             await self._advance(first)
-        return not self.over
+        self.ready = not self.over
+        self.started = None  # a finished task kept by every idle group would be memory for nothing
+        return self.ready
 
     def _fail(self, payload: str) -> None:
         for record in list(self.records):
@@ -256,8 +272,9 @@ class Group(SharedMailbox):
 
     async def _work(self) -> None:
         try:
-            if self.started is not None and not await self.started:
-                return
+            if not self.ready:
+                if self.started is None or not await self.started:
+                    return
             while self.pending and not self.over:
                 _, item = self.pending.popitem(last=False)
                 if isinstance(item, Envelope):
@@ -307,7 +324,7 @@ class Group(SharedMailbox):
     def join(self, record: Record) -> None:
         self.records[record] = None
         watch = self.watch
-        if isinstance(watch, SessionWatch) and self.latest is not None and self.started and self.started.done():
+        if isinstance(watch, SessionWatch) and self.latest is not None and self.ready:
             # Already following the channel: the newest state it has is as current as a read would be.
             record.version = self.latest_version
             record.conn.push(record, record.prefix + self.latest + "}", state_of=watch.session_id)
@@ -337,6 +354,26 @@ class LiveHub:
         self._plans: OrderedDict[tuple[str, str | None], Plan | None] = OrderedDict()
         self._rules = (*specified_rules, *validation_rules(services.settings))
         self.executions = 0  # how many times a group executed its document: what sharing saves
+        self._request: WebSocket | None = None
+
+    def _executor(self, operation: Operation, principal: Principal) -> Executor[GraphQLContext] | list[GraphQLError]:
+        """An executor for one run of ``operation``, with a context of its own for the whole group."""
+        assert self._request is not None
+        context = GraphQLContext(
+            services=self.services,
+            request=self._request,
+            response=None,
+            loaders=Loaders.for_services(self.services),
+            principal=principal,
+        )
+        executor: Executor[GraphQLContext] | list[GraphQLError] = self.schema.execution_context_class.build(
+            self.schema._schema,
+            operation.plan.document,
+            context_value=context,
+            raw_variable_values=operation.variables,
+            operation_name=operation.name,
+        )
+        return executor
 
     def plan(self, query: str, operation_name: str | None) -> Plan | None:
         """The live field ``query`` subscribes to; None when Strawberry's own path should answer it.
@@ -391,17 +428,15 @@ class LiveHub:
         key = (principal.project_id, payload["query"], str(operation_name), _json(variables))
         group = self.groups.get(key)
         if group is None:
-            executor = self.schema.execution_context_class.build(
-                self.schema._schema,
-                plan.document,
-                context_value=_group_context(self.services, context, principal),
-                raw_variable_values=variables,
-                operation_name=operation_name,
-            )
+            if self._request is None:
+                # Live fields read nothing from the request; this stands in for it, reaching no socket.
+                self._request = WebSocket(dict(context.request.scope), receive=_nothing, send=_nothing)
+            operation = Operation(plan, variables, operation_name)
+            executor = self._executor(operation, principal)
             if not isinstance(executor, Executor):
                 return False  # the variables do not fit the document
             watch = LIVE_FIELDS[plan.name](get_argument_values(plan.field, plan.field_node, executor.variable_values))
-            group = self.groups[key] = Group(self, key, watch, executor, principal)
+            group = self.groups[key] = Group(self, key, watch, operation, principal)
             group.started = asyncio.create_task(group.start(), name=f"photodrop-live-start:{group.channel}")
         record = conn.ops[op_id] = Record(conn, op_id, group)
         group.join(record)
@@ -426,22 +461,15 @@ class LiveHub:
     async def execute(self, group: Group, item: UploadSession | Envelope) -> str:
         """Run the group's document on one update and serialise the result, once for every member."""
         self.executions += 1
-        result = execute_subscription_event(group.executor.build_per_event_executor(live_view(item)))
+        executor = self._executor(group.operation, group.principal)
+        assert isinstance(executor, Executor)  # the variables fitted when the group was made
+        result = execute_subscription_event(executor.build_per_event_executor(live_view(item)))
         if isawaitable(result):
             result = await result
         payload: dict[str, Any] = {"data": result.data}
         if result.errors:
             payload["errors"] = [error.formatted for error in shape_errors(result.errors)]
         return _json(payload)
-
-
-def _group_context(services: Services, context: GraphQLContext, principal: Principal) -> GraphQLContext:
-    """A context for a whole group: the principal's project, and no one member's socket to reach."""
-    websocket = context.request
-    detached = WebSocket(dict(websocket.scope), receive=_nothing, send=_nothing)
-    return GraphQLContext(
-        services=services, request=detached, response=None, loaders=Loaders.for_services(services), principal=principal
-    )
 
 
 async def _nothing(*_: Any) -> Any:
