@@ -1,8 +1,8 @@
 """Event envelopes, the channels they travel on, and the bus that fans them out to subscribers.
 
-broadcaster carries each envelope between processes. Inside a process the bus keeps one
-broadcaster subscription per channel, whatever the number of local subscribers, and hands each
-subscriber its own bounded mailbox, so a slow consumer can never make memory grow.
+A broadcaster backend carries each envelope between processes. Inside a process one listener
+reads them all and dispatches each, decoded once, to the bounded mailboxes attached to its
+channel, so a slow consumer can never make memory grow.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from broadcaster import Broadcast
 from broadcaster._backends.base import BroadcastBackend
 from sqlmodel import col, select
 
@@ -191,23 +190,49 @@ class EveryEvent:
         return await self._queue.get()
 
 
+class SharedMailbox:
+    """A mailbox that stands for several subscribers at once (a multiplexed group): the bus counts each."""
+
+    # Whether it promises every event after it subscribed (as EveryEvent does), not only the newest state.
+    every_event = False
+
+    @property
+    def subscribers(self) -> int:
+        raise NotImplementedError
+
+    def offer(self, envelope: Envelope) -> None:
+        raise NotImplementedError
+
+
+def _weight(mailbox: Mailbox) -> int:
+    return mailbox.subscribers if isinstance(mailbox, SharedMailbox) else 1
+
+
+def _every_event(mailbox: Mailbox) -> bool:
+    return isinstance(mailbox, EveryEvent) or (isinstance(mailbox, SharedMailbox) and mailbox.every_event)
+
+
 class EventBus:
     """Publishes committed events to the session's and the project's channels, and fans them out.
 
-    When a networked broadcast loses its server and gets it back, every live channel is handed the
-    events recorded meanwhile, read from the database: subscribers never miss a final state.
-    ``channel_prefix`` keeps deployments (or test runs) that share one broadcast server apart.
+    One listener per process reads everything the broadcast backend delivers and dispatches it by
+    channel to the mailboxes attached there; the backend subscribes each channel once, whatever
+    the number of local mailboxes. When a networked broadcast loses its server and gets it back,
+    every live channel is handed the events recorded meanwhile, read from the database:
+    subscribers never miss a final state. ``channel_prefix`` keeps deployments (or test runs)
+    that share one broadcast server apart.
     """
 
     def __init__(self, backend: BroadcastBackend, *, db: Database | None = None, channel_prefix: str = "") -> None:
         self._backend = backend
-        self._broadcast = Broadcast(backend=backend)
         self._db = db
         self._prefix = channel_prefix
         # Each channel's mailboxes, with when each subscribed.
         self._mailboxes: dict[str, dict[Mailbox, datetime]] = {}
-        self._readers: dict[str, asyncio.Task[None]] = {}
-        self._ready: dict[str, asyncio.Event] = {}
+        # The backend's subscription of each channel, while it is being made or undone.
+        self._subscribing: dict[str, asyncio.Task[None]] = {}
+        self._unsubscribing: set[asyncio.Task[None]] = set()
+        self._listener: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         if isinstance(backend, ReconnectingBackend):
@@ -218,10 +243,15 @@ class EventBus:
         return cls(open_backend(settings.broadcast_url), db=db, channel_prefix=settings.broadcast_channel_prefix)
 
     async def connect(self) -> None:
-        await self._broadcast.connect()
+        await self._backend.connect()
+        self._listener = asyncio.create_task(self._listen(), name="photodrop-bus")
 
     async def disconnect(self) -> None:
-        await self._broadcast.disconnect()
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        await self._backend.disconnect()
 
     async def healthy(self) -> bool:
         """Whether events can travel now (always, in memory): what readiness checks ask."""
@@ -232,7 +262,7 @@ class EventBus:
     @property
     def live_subscriptions(self) -> int:
         """Subscribers attached in this process, across every channel."""
-        return sum(len(boxes) for boxes in self._mailboxes.values())
+        return sum(_weight(box) for boxes in self._mailboxes.values() for box in boxes)
 
     async def wait_idle(self) -> None:
         """Return once no subscriber is attached (at once if none is)."""
@@ -247,58 +277,79 @@ class EventBus:
             channels.append(project_channel(envelope.project_id))
             for channel in channels:
                 try:
-                    await self._broadcast.publish(self._prefix + channel, message)
+                    await self._backend.publish(self._prefix + channel, message)
                 except Exception as exc:
                     log.warning("could not publish %s on %s: %s", envelope.type, channel, exc)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, channel: str, mailbox: Mailbox) -> AsyncIterator[None]:
         """Deliver ``channel``'s envelopes into ``mailbox`` from entry (once subscribed) until exit."""
-        boxes = self._mailboxes.setdefault(channel, {})
-        boxes[mailbox] = utcnow()
-        self._idle.clear()
-        if channel not in self._readers:
-            self._ready[channel] = asyncio.Event()
-            self._readers[channel] = asyncio.create_task(self._read(channel), name=f"photodrop-bus:{channel}")
+        await self.attach(channel, mailbox)
         try:
-            await self._until_ready(channel)
             yield
         finally:
-            boxes.pop(mailbox, None)
-            if not boxes:
-                del self._mailboxes[channel]
-                del self._ready[channel]
-                if not self._mailboxes:
-                    self._idle.set()
-                reader = self._readers.pop(channel)
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
+            self.detach(channel, mailbox)
 
-    async def _until_ready(self, channel: str) -> None:
-        """Wait until the channel's reader has subscribed, or raise what stopped it from doing so."""
-        reader = self._readers[channel]
-        ready = asyncio.ensure_future(self._ready[channel].wait())
+    async def attach(self, channel: str, mailbox: Mailbox) -> None:
+        """Deliver ``channel``'s envelopes into ``mailbox`` from when this returns until ``detach``."""
+        boxes = self._mailboxes.get(channel)
+        if boxes is None:
+            boxes = self._mailboxes[channel] = {}
+            self._subscribing[channel] = asyncio.create_task(self._subscribe(channel))
+        boxes[mailbox] = utcnow()
+        self._idle.clear()
+        subscribing = self._subscribing.get(channel)
+        if subscribing is not None:
+            try:
+                # Shielded: one attacher giving up must not cancel the subscription the others wait on.
+                await asyncio.shield(subscribing)
+            except BaseException:
+                self.detach(channel, mailbox)
+                raise
+
+    def detach(self, channel: str, mailbox: Mailbox) -> None:
+        """Stop delivering into ``mailbox``; the channel's last mailbox unsubscribes it."""
+        boxes = self._mailboxes.get(channel)
+        if boxes is None or boxes.pop(mailbox, None) is None or boxes:
+            return
+        del self._mailboxes[channel]
+        if not self._mailboxes:
+            self._idle.set()
+        task = asyncio.create_task(self._unsubscribe(channel, self._subscribing.pop(channel, None)))
+        self._unsubscribing.add(task)
+        task.add_done_callback(self._unsubscribing.discard)
+
+    async def _subscribe(self, channel: str) -> None:
         try:
-            await asyncio.wait({ready, reader}, return_when=asyncio.FIRST_COMPLETED)
+            await self._backend.subscribe(self._prefix + channel)
         finally:
-            ready.cancel()
-        if not self._ready[channel].is_set():
-            reader.result()  # the reader ended before subscribing: raise its error here
-            raise RuntimeError(f"the broadcast reader for {channel} stopped before subscribing")
+            self._subscribing.pop(channel, None)
 
-    async def _read(self, channel: str) -> None:
-        async with self._broadcast.subscribe(self._prefix + channel) as subscriber:
-            self._ready[channel].set()
-            while True:
-                event = await subscriber.get()
-                try:
-                    envelope = Envelope.from_json(event.message)
-                except (ValueError, KeyError, TypeError):
-                    log.warning("ignored a malformed message on %s", channel)
-                    continue
-                for mailbox in list(self._mailboxes.get(channel, ())):
-                    mailbox.offer(envelope)
+    async def _unsubscribe(self, channel: str, subscribing: asyncio.Task[None] | None) -> None:
+        if subscribing is not None:
+            with contextlib.suppress(BaseException):
+                await subscribing
+        if channel in self._mailboxes:
+            return  # attached again meanwhile: the backend's subscription stays
+        try:
+            await self._backend.unsubscribe(self._prefix + channel)
+        except Exception as exc:
+            log.warning("could not unsubscribe %s: %s", channel, exc)
+
+    async def _listen(self) -> None:
+        skip = len(self._prefix)
+        while True:
+            event = await self._backend.next_published()
+            boxes = self._mailboxes.get(event.channel[skip:])
+            if not boxes:
+                continue
+            try:
+                envelope = Envelope.from_json(event.message)
+            except (ValueError, KeyError, TypeError):
+                log.warning("ignored a malformed message on %s", event.channel)
+                continue
+            for mailbox in list(boxes):
+                mailbox.offer(envelope)
 
     async def _catch_up(self, lost_at: datetime) -> None:
         """Offer every live channel the events recorded since shortly before the connection was lost."""
@@ -318,7 +369,7 @@ class EventBus:
                 for mailbox, subscribed_at in list(self._mailboxes.get(channel, {}).items()):
                     # A feed promises the events that came after it subscribed; a state mailbox
                     # keeps only newer versions, so an older event is harmless there.
-                    if isinstance(mailbox, EveryEvent) and envelope.created_at < subscribed_at:
+                    if _every_event(mailbox) and envelope.created_at < subscribed_at:
                         continue
                     mailbox.offer(envelope)
         log.info("caught %d channels up with %d recorded events", len(channels), len(recorded))

@@ -1,8 +1,15 @@
-"""Watching sessions and events as they change: what GraphQL subscriptions are made of."""
+"""Watching sessions and events as they change: what GraphQL subscriptions are made of.
+
+Each kind of watch is a small rule (which channel, what the watcher sees first, which envelopes
+become updates, when it is over) that serves two ways of following it: the async generators
+below, one mailbox per watcher, and the subscription multiplexer, which follows one channel for
+every watcher of the same thing and applies the same rule once per event.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 
 from photodrop.context import Principal, Services
 from photodrop.events import Envelope, EveryEvent, NewestState, project_channel, session_channel
@@ -15,20 +22,82 @@ MAX_PENDING_SESSIONS = 1000
 MAX_PENDING_EVENTS = 1000
 
 
+@dataclass(frozen=True, slots=True)
+class SessionWatch:
+    """One session: its state now, then each newer version; over after a terminal state."""
+
+    session_id: str
+    every_event = False
+
+    def channel(self, principal: Principal) -> str:
+        return session_channel(self.session_id)
+
+    async def start(self, services: Services, principal: Principal) -> UploadSession:
+        return await get_session(services, principal, self.session_id)
+
+    def pick(self, envelope: Envelope) -> UploadSession | None:
+        return envelope.session if "session" in envelope.data else None
+
+    def ends_with(self, session: UploadSession) -> bool:
+        return session.status.is_terminal
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectWatch:
+    """Every new version of every session of the project, optionally only those in ``statuses``."""
+
+    statuses: tuple[SessionStatus, ...] = ()
+    every_event = False
+
+    def channel(self, principal: Principal) -> str:
+        return project_channel(principal.project_id)
+
+    async def start(self, services: Services, principal: Principal) -> UploadSession | None:
+        return None
+
+    def pick(self, envelope: Envelope) -> UploadSession | None:
+        if "session" not in envelope.data:
+            return None
+        session = envelope.session
+        return session if not self.statuses or session.status in self.statuses else None
+
+    def ends_with(self, session: UploadSession) -> bool:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class EventWatch:
+    """Every event of the project, or of one of its sessions, in order."""
+
+    session_id: str | None = None
+    every_event = True
+
+    def channel(self, principal: Principal) -> str:
+        return session_channel(self.session_id) if self.session_id else project_channel(principal.project_id)
+
+    async def start(self, services: Services, principal: Principal) -> None:
+        if self.session_id is not None:
+            await get_session(services, principal, self.session_id)  # another project's is NotFound
+
+
+Watch = SessionWatch | ProjectWatch | EventWatch
+
+
 async def watch_session(services: Services, principal: Principal, session_id: str) -> AsyncIterator[UploadSession]:
     """The session now, then each newer version; ends after a terminal state.
 
     Versions that arrive faster than they are read are coalesced to the newest.
     """
+    watch = SessionWatch(session_id)
     newest = NewestState()
     # Subscribed before the first read, so no version between the two can be missed.
-    async with services.bus.subscribe(session_channel(session_id), newest):
-        session = await get_session(services, principal, session_id)
+    async with services.bus.subscribe(watch.channel(principal), newest):
+        session = await watch.start(services, principal)
         yield session
-        while not session.status.is_terminal:
-            envelope = await newest.get()
-            if envelope.version > session.version:
-                session = envelope.session
+        while not watch.ends_with(session):
+            picked = watch.pick(await newest.get())
+            if picked is not None and picked.version > session.version:
+                session = picked
                 yield session
 
 
@@ -36,27 +105,22 @@ async def watch_sessions(
     services: Services, principal: Principal, statuses: Sequence[SessionStatus] | None = None
 ) -> AsyncIterator[UploadSession]:
     """Every new version of every session of the project (optionally only in ``statuses``)."""
+    watch = ProjectWatch(tuple(statuses or ()))
     newest = NewestState(max_sessions=MAX_PENDING_SESSIONS)
-    async with services.bus.subscribe(project_channel(principal.project_id), newest):
+    async with services.bus.subscribe(watch.channel(principal), newest):
         while True:
-            envelope = await newest.get()
-            if "session" not in envelope.data:
-                continue
-            session = envelope.session
-            if not statuses or session.status in statuses:
-                yield session
+            picked = watch.pick(await newest.get())
+            if picked is not None:
+                yield picked
 
 
 async def watch_events(
     services: Services, principal: Principal, session_id: str | None = None
 ) -> AsyncIterator[Envelope]:
     """Every event of the project, or of one of its sessions, in order."""
-    if session_id is not None:
-        await get_session(services, principal, session_id)
-        channel = session_channel(session_id)
-    else:
-        channel = project_channel(principal.project_id)
+    watch = EventWatch(session_id)
+    await watch.start(services, principal)
     mailbox = EveryEvent(limit=MAX_PENDING_EVENTS)
-    async with services.bus.subscribe(channel, mailbox):
+    async with services.bus.subscribe(watch.channel(principal), mailbox):
         while True:
             yield await mailbox.get()

@@ -80,3 +80,8 @@ async def expected_errors(updates: AsyncIterator[T]) -> AsyncIterator[T]:
             yield update
     except PhotodropError as exc:
         raise as_graphql_error(exc) from exc
+
+
+def shape_errors(errors: list[GraphQLError]) -> list[GraphQLError]:
+    """What ShapeErrors makes of ``errors``, for results executed outside Strawberry's own pipeline."""
+    return ShapeErrors()._process_errors(errors)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
 
 import strawberry
 from strawberry.scalars import JSON
 
 from photodrop import models
 from photodrop.errors import InvalidInput, NotFound, PhotodropError
+from photodrop.events import Envelope
 from photodrop.models import SessionStatus
 from photodrop.resolvers import deliveries, destinations, images, live, projects, sessions
 from photodrop.schema.context import Info
@@ -202,3 +204,18 @@ class Subscription:
         watched = live.watch_events(info.context.services, principal, str(session_id) if session_id else None)
         async for envelope in expected_errors(watched):
             yield Event.of(envelope)
+
+
+# What each subscription field above follows, from its coerced GraphQL arguments: the websocket
+# transports serve these fields through the multiplexer, which shares one execution per event
+# between every subscriber of the same field, arguments and project.
+LIVE_FIELDS: dict[str, Callable[[dict[str, Any]], live.Watch]] = {
+    "sessionUpdated": lambda args: live.SessionWatch(str(args["id"])),
+    "sessionsUpdated": lambda args: live.ProjectWatch(tuple(args.get("status") or ())),
+    "events": lambda args: live.EventWatch(str(args["sessionId"]) if args.get("sessionId") else None),
+}
+
+
+def live_view(item: models.UploadSession | Envelope) -> Session | Event:
+    """The object a live field's selection is executed on, for one update of its watch."""
+    return Event.of(item) if isinstance(item, Envelope) else Session.of(item)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 from cross_web import HTTPException
+from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -14,6 +16,14 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    CompleteMessage,
+    ErrorMessage,
+    SubscribeMessage,
+)
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.types import StartMessage, StopMessage
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UnsetType
 
@@ -23,6 +33,7 @@ from photodrop.resolvers.projects import authenticate
 from photodrop.schema import build_schema
 from photodrop.schema.context import GraphQLContext, Loaders
 from photodrop.web import dashboard_auth
+from photodrop.web.live_mux import LiveConnection, LiveHub
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
@@ -59,13 +70,101 @@ def negotiate(accept: str | None) -> str | None:
     return min(ranked)[2] if ranked else None
 
 
+LIMIT_REACHED = "Subscription limit reached"
+
+
+class TransportWSHandler(BaseGraphQLTransportWSHandler[GraphQLContext, None]):
+    """graphql-transport-ws, with live fields served by the multiplexer and the rest by Strawberry."""
+
+    view: PhotodropGraphQL
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.live = LiveConnection(self.context.response, legacy=False)  # type: ignore[arg-type]
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        op_id = message["id"]
+        if self.connection_acknowledged and op_id not in self.operations:
+            if op_id in self.live.ops:
+                await self.websocket.close(code=4409, reason=f"Subscriber for {op_id} already exists")
+                return
+            if self._full(len(self.operations) + len(self.live.ops)):
+                await self.send_message(
+                    ErrorMessage(id=op_id, type="error", payload=[GraphQLError(LIMIT_REACHED).formatted])
+                )
+                return
+            plan = self.view.hub.plan(message["payload"]["query"], message["payload"].get("operationName"))
+            if plan is not None and self.view.hub.join(self.live, op_id, plan, dict(message["payload"]), self.context):
+                return
+        await super().handle_subscribe(message)
+
+    def _full(self, count: int) -> bool:
+        return self.max_subscriptions_per_connection is not None and count >= self.max_subscriptions_per_connection
+
+    async def handle_complete(self, message: CompleteMessage) -> None:
+        if message["id"] in self.live.ops:
+            self.view.hub.leave(self.live, message["id"])
+        else:
+            await super().handle_complete(message)
+
+    async def shutdown(self) -> None:
+        self.view.hub.drop(self.live)
+        await super().shutdown()
+
+
+class LegacyWSHandler(BaseGraphQLWSHandler[GraphQLContext, None]):
+    """graphql-ws, with live fields served by the multiplexer and the rest by Strawberry."""
+
+    view: PhotodropGraphQL
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.live = LiveConnection(self.context.response, legacy=True)  # type: ignore[arg-type]
+
+    async def handle_start(self, message: StartMessage) -> None:
+        op_id = message["id"]
+        if self.connection_acknowledged:
+            # A start with a live id stops that subscription first, as for Strawberry's own.
+            self._stop_live(op_id)
+            if op_id in self.tasks:
+                await self.cleanup_operation(op_id)
+            limit = self.max_subscriptions_per_connection
+            if limit is not None and len(self.tasks) + len(self.live.ops) >= limit:
+                await self.send_message({"type": "error", "id": op_id, "payload": {"message": LIMIT_REACHED}})
+                return
+            plan = self.view.hub.plan(message["payload"]["query"], message["payload"].get("operationName"))
+            if plan is not None and self.view.hub.join(self.live, op_id, plan, dict(message["payload"]), self.context):
+                return
+        await super().handle_start(message)
+
+    def _stop_live(self, op_id: str) -> None:
+        record = self.live.ops.get(op_id)
+        if record is not None:
+            self.view.hub.leave(self.live, op_id)
+            record.conn.push(record, self.live.complete_frame(op_id))
+
+    async def handle_stop(self, message: StopMessage) -> None:
+        if message["id"] in self.live.ops:
+            self._stop_live(message["id"])
+        else:
+            await super().handle_stop(message)
+
+    async def cleanup(self) -> None:
+        self.view.hub.drop(self.live)
+        await super().cleanup()
+
+
 class PhotodropGraphQL(GraphQL[GraphQLContext, None]):
     """Strawberry's ASGI view with photodrop's context, key checks and HTTP semantics."""
 
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
+
     def __init__(self, services: Services) -> None:
         settings = services.settings
+        schema = build_schema(settings)
         super().__init__(
-            build_schema(settings),
+            schema,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
             connection_init_wait_timeout=timedelta(seconds=settings.graphql_connection_init_timeout),
             max_subscriptions_per_connection=settings.graphql_max_subscriptions,
@@ -75,6 +174,7 @@ class PhotodropGraphQL(GraphQL[GraphQLContext, None]):
             allowed_origins=(dashboard_auth.origin_of(settings.base_url),),
         )
         self.services = services
+        self.hub = LiveHub(services, schema)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> GraphQLContext:
         context = GraphQLContext(
