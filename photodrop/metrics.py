@@ -111,9 +111,12 @@ class Metrics:
         self.subscriptions.set(services.bus.live_subscriptions)
 
     async def render(self, services: Services) -> bytes:
-        """The exposition text, with the gauges that are read at scrape time brought up to date."""
-        self.note_live_state(services)
+        """The exposition text, with the gauges that are read at scrape time brought up to date.
+
+        The subscriber count is taken last, with no await before the text is generated, so it
+        agrees with the live gauges (held long polls) that the same text reports."""
         await self._note_queue(services)
+        self.note_live_state(services)
         return generate_latest(self.registry)
 
     async def _note_queue(self, services: Services) -> None:

@@ -298,6 +298,7 @@ class TestNoNPlusOne:
             statements.append(statement)
 
         query = "{ sessions(first: 50) { edges { node { id images { id deliveries { status } } events { type } } } } }"
+        services.caches.keys.clear()  # the key is read once more, so the count does not hang on the copy's age
         event.listen(services.db.engine.sync_engine, "before_cursor_execute", count)
         try:
             response = (await gql(client, key, query)).json()
