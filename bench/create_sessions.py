@@ -53,7 +53,9 @@ PASSWORD_REQUESTS = 24
 def session_body(claim: int, password: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "delivery_mode": "webhook",
-        "webhook_url": "https://example.com/hook",
+        # A public address literal: photodrop checks a webhook host when a session is created, and this
+        # machine has no DNS to answer a name (each failed lookup waits out the resolver's timeout).
+        "webhook_url": "https://192.0.32.10/hook",
         "expires_in": 7200,
         "max_images": 3,
         "allowed_mime_types": ["image/jpeg", "image/png"],
