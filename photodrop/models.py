@@ -170,6 +170,8 @@ class UploadSession(SQLModel, table=True):
     version: int = 1
     max_images: int
     image_count: int = 0
+    # Slots held by resumable uploads begun but not finished: they count against max_images.
+    reserved_count: int = 0
     allowed_mime_types: list[str] = Field(sa_column=Column(JSON, nullable=False))
     delivery_mode: DeliveryMode = _enum(DeliveryMode)
     webhook_url: str | None = Field(default=None, max_length=2048)
@@ -208,7 +210,10 @@ PASSWORD_WITHHELD = "withheld"  # noqa: S105  (a marker, not a credential)
 
 
 class Image(SQLModel, table=True):
-    __table_args__ = (Index("ix_image_session_index", "session_id", "index", unique=True),)
+    __table_args__ = (
+        Index("ix_image_session_index", "session_id", "index", unique=True),
+        Index("ix_image_session_client_key", "session_id", "client_key", unique=True),
+    )
 
     id: str = Field(primary_key=True, max_length=40)
     session_id: str = Field(foreign_key="upload_session.id", max_length=40)
@@ -220,8 +225,12 @@ class Image(SQLModel, table=True):
     width: int
     height: int
     sha256: str = Field(max_length=64)
+    # The uploaded file's sha256 when photodrop scaled it down; ``sha256`` is then the delivered one's.
+    original_sha256: str | None = Field(default=None, max_length=64)
     storage_key: str = Field(max_length=300)
     source: str = Field(default="camera", max_length=64)
+    # The uploader's idempotency key (with ``#n`` for the n-th file of one request): a replay finds it.
+    client_key: str | None = Field(default=None, max_length=220)
     # Arrived inside an encrypted envelope (X-Aptr-Encrypted) and was decrypted on arrival.
     is_encrypted: bool = False
     created_at: datetime = _when()
