@@ -126,6 +126,7 @@ class Accepted:
 
 
 MAX_CLIENT_KEY = 200
+FORM_KEY_FIELD = "idempotency_key"  # the key's form field, for a form posted without JavaScript
 _CLIENT_KEY_CHARACTERS = frozenset(chr(code) for code in range(0x21, 0x7F)) - {"#"}
 
 
@@ -173,6 +174,7 @@ async def accept_upload(
     principal: Principal | None = None,
     encrypted: bool = False,
     client_key: str | None = None,
+    key_field: bool = False,
 ) -> Accepted:
     """Stream a multipart body into the session; each ``file`` part becomes one image.
 
@@ -184,16 +186,19 @@ async def accept_upload(
     With ``client_key`` the request is idempotent: once a request with that key stored an image,
     the same key returns what it stored (``replayed``) and stores nothing more, even when the
     session has since filled up or completed. Two racing requests with one key store one copy.
+    With ``key_field`` (a form posted without JavaScript, which cannot set headers) the key may
+    instead come as the form field ``idempotency_key``, known only once the body is read.
     """
     session = await _found(services, session_id, principal)
     closed = refusal_of(session)
-    if closed is not None and client_key is None:
+    key_in_form = key_field and client_key is None
+    if closed is not None and client_key is None and not key_in_form:
         raise closed
     await _check_password(services, session, credentials)
     if client_key is not None and (earlier := await replayed_images(services, session.id, client_key)):
         await _drain(body)  # the answer is the first request's, even once the session has closed
         return Accepted(earlier, session, replayed=True)
-    if closed is not None:
+    if closed is not None and not key_in_form:
         raise closed
     settings = services.settings
     if encrypted:
@@ -208,6 +213,12 @@ async def accept_upload(
             max_pixels=settings.max_image_pixels,
         )
     try:
+        if key_in_form:
+            client_key = client_key_of(form.fields.get(FORM_KEY_FIELD) or None, param=FORM_KEY_FIELD)
+            if client_key is not None and (earlier := await replayed_images(services, session.id, client_key)):
+                return Accepted(earlier, session, replayed=True)
+            if closed is not None:
+                raise closed
         # A form whose file input was left empty still sends a part, nameless and bare: that is no file at all.
         files = [spooled for spooled in form.files if spooled.field == "file" and (spooled.filename or spooled.size)]
         if not files:
