@@ -20,8 +20,8 @@ from sqlmodel import col
 from photodrop.config import Settings
 from photodrop.context import Services
 from photodrop.db import Database
-from photodrop.models import Event, Project, UploadSession, utcnow
-from tests.conftest import bearer, engine_env, new_session
+from photodrop.models import Delivery, Event, Image, Project, UploadSession, utcnow
+from tests.conftest import bearer, engine_env, image_bytes, new_session, upload
 from tests.live import LiveServer
 
 pytestmark = pytest.mark.anyio
@@ -119,3 +119,103 @@ async def test_every_session_answered_201_survives_a_kill_mid_burst(tmp_path: Pa
                 assert found.status_code == 200, (session_id, found.text)
     finally:
         again.stop()
+
+
+async def _consistent(database: Database, session_ids: list[str]) -> dict[str, list[str]]:
+    """Each session's image ids, once its rows agree: as many images as its count says, indexes
+    0..n-1, and one delivery and one image.uploaded event per image."""
+    images: dict[str, list[str]] = {}
+    async with database.read() as s:
+        for session_id in session_ids:
+            session = await s.get(UploadSession, session_id)
+            assert session is not None
+            stored = list((await s.exec(select(Image).where(col(Image.session_id) == session_id))).scalars())
+            assert sorted(image.index for image in stored) == list(range(session.image_count)), session_id
+            ids = [image.id for image in stored]
+            deliveries = Counter(
+                (await s.exec(select(Delivery.image_id).where(col(Delivery.session_id) == session_id))).scalars()
+            )
+            uploaded = [
+                event.data["image"]["id"]
+                for event in (
+                    await s.exec(select(Event).where(Event.session_id == session_id, Event.type == "image.uploaded"))
+                ).scalars()
+            ]
+            assert deliveries == Counter(ids) and sorted(uploaded) == sorted(ids), session_id
+            images[session_id] = ids
+    return images
+
+
+async def test_concurrent_creates_and_uploads_each_land_once(
+    client: httpx.AsyncClient, key: str, services: Services
+) -> None:
+    targets = [(await new_session(client, key, max_images=50))["id"] for _ in range(4)]
+    photo = ("p.jpg", image_bytes(), "image/jpeg")
+
+    async def create() -> str:
+        return str((await new_session(client, key))["id"])
+
+    async def add(session_id: str) -> str:
+        response = await upload(client, session_id, photo)
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    work = [create() for _ in range(CONCURRENT // 2)] + [add(targets[n % 4]) for n in range(CONCURRENT)]
+    done = await asyncio.gather(*work)
+    created, uploaded = done[: CONCURRENT // 2], done[CONCURRENT // 2 :]
+    images = await _consistent(services.db, targets + created)
+    assert sorted(uploaded) == sorted(image for ids in images.values() for image in ids)
+    assert all(images[session_id] == [] for session_id in created)
+
+
+async def test_every_upload_answered_201_survives_a_kill_mid_burst(tmp_path: Path, settings: Settings) -> None:
+    env = {**engine_env(settings), "PHOTODROP_RATE_LIMIT_PER_MINUTE": "0", "PHOTODROP_RUN_WORKER": "false"}
+    data_dir = tmp_path / "serve"
+    server = LiveServer(data_dir, env=env).start()
+    photo = image_bytes()
+    sessions: list[str] = []
+    acknowledged: list[str] = []
+    try:
+        key = server.wait_for_line("  aptr_live_").strip()
+        enough = anyio.Event()
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            for _ in range(4):
+                sessions.append((await new_session(http, key, max_images=50))["id"])
+
+        async def upload_until_killed(http: httpx.AsyncClient, n: int) -> None:
+            while True:
+                try:
+                    if n % 4 == 0:  # a quarter of the clients create sessions meanwhile
+                        response = await http.post("/v1/sessions", json={"delivery_mode": "poll"}, headers=bearer(key))
+                    else:
+                        response = await upload(http, sessions[n % 4], ("p.jpg", photo, "image/jpeg"))
+                except httpx.TransportError:
+                    return  # the server is gone: this request got no answer
+                assert response.status_code == 201, response.text
+                if n % 4 == 0:
+                    sessions.append(response.json()["id"])
+                    continue
+                acknowledged.append(response.json()["id"])
+                if len(acknowledged) >= 60:
+                    enough.set()
+
+        limits = httpx.Limits(max_connections=32)
+        async with (
+            httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as http,
+            anyio.create_task_group() as tg,
+        ):
+            for n in range(32):
+                tg.start_soon(upload_until_killed, http, n)
+            with anyio.fail_after(120):
+                await enough.wait()
+            assert server.process is not None
+            server.process.kill()  # SIGKILL: units queued or mid-transaction are cut off
+    finally:
+        server.stop()
+    database = Database.from_settings(settings.model_copy(update={"data_dir": data_dir}))
+    try:
+        images = await _consistent(database, sessions)
+    finally:
+        await database.dispose()
+    stored = {image for ids in images.values() for image in ids}
+    assert set(acknowledged) <= stored  # whatever was lost never got its 201
