@@ -126,7 +126,9 @@ async def commits_held(services: Services, session_id: str, waiting: int) -> Asy
                 return int(
                     (
                         await probe.execute(
-                            text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                            text(
+                                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                            )
                         )
                     ).scalar_one()
                 )
