@@ -248,14 +248,6 @@ async def kind_of(services: Services, destination_id: str) -> DeliveryMode:
     return destination.kind
 
 
-async def kinds_of(s: Any, destination_ids: list[str]) -> dict[str, DeliveryMode]:
-    """Each destination's kind, for writing a session's deliveries inside its upload transaction."""
-    rows = (
-        await s.exec(select(Destination.id, Destination.kind).where(col(Destination.id).in_(destination_ids)))
-    ).all()
-    return {destination_id: DeliveryMode(kind) for destination_id, kind in rows}
-
-
 def _of_kind(principal: Principal, kind: DeliveryMode) -> Any:
     return select(Destination).where(Destination.project_id == principal.project_id, Destination.kind == kind)
 
