@@ -194,7 +194,12 @@ async def accept_upload(
     key_in_form = key_field and client_key is None
     if closed is not None and client_key is None and not key_in_form:
         raise closed
-    await _check_password(services, session, credentials)
+    try:
+        await _check_password(services, session, credentials)
+    except PhotodropError:
+        if closed is not None and key_in_form:
+            raise closed from None  # no key known yet: the answer a keyless post gets
+        raise
     if client_key is not None and (earlier := await replayed_images(services, session.id, client_key)):
         await _drain(body)  # the answer is the first request's, even once the session has closed
         return Accepted(earlier, session, replayed=True)
