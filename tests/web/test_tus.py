@@ -6,6 +6,8 @@ import base64
 import hashlib
 import io
 import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import anyio
 import httpx
@@ -414,6 +416,17 @@ async def test_twenty_racing_creations_with_one_key_reserve_one_slot(
     assert len(await uploads_of(services, session["id"])) == 1
 
 
+async def _swept(services: Services, upload_id: str) -> None:
+    """Wait for the app's own background sweeper to be done with an upload."""
+    for _ in range(500):
+        async with services.db.read() as s:
+            upload = await s.get(TusUpload, upload_id)
+        if upload is None or upload.image_id is not None:
+            return
+        await anyio.sleep(0.02)
+    raise AssertionError("the sweeper never took the upload")
+
+
 async def test_an_abandoned_upload_expires_its_bytes_go_and_its_slot_is_freed(
     client: httpx.AsyncClient, key: str, services: Services
 ) -> None:
@@ -426,11 +439,60 @@ async def test_an_abandoned_upload_expires_its_bytes_go_and_its_slot_is_freed(
     async with services.db.write() as s:
         [upload] = (await s.exec(select(TusUpload))).all()
         upload.expires_at = upload.created_at.replace(year=2000)
-    assert await sweep_uploads(services) == 1
+        upload_id = upload.id
+    await _swept(services, upload_id)
     assert [k for k in await staged_keys(services) if k.startswith("tus/")] == []
     assert (await session_row(services, session["id"])).reserved_count == 0
     assert (await client.head(url, headers=TUS)).status_code == 404
     assert (await begin(client, session["id"], len(data))).status_code == 201
+    assert await sweep_uploads(services) == 0  # nothing else is due
+
+
+async def test_a_completion_whose_process_died_is_finished_by_the_sweeper(
+    client: httpx.AsyncClient, key: str, services: Services, tmp_path: Path
+) -> None:
+    session = await new_session(client, key, max_images=1)
+    data = photo()
+    url = (await begin(client, session["id"], len(data))).headers["location"]
+    await send(client, url, data[:5000], 0)
+    # What a process that died right after taking the last chunk leaves: the offset at the end, no image.
+    last = tmp_path / "last.part"
+    last.write_bytes(data[5000:])
+    async with services.db.write() as s:
+        [upload] = (await s.exec(select(TusUpload))).all()
+        key_of_last = f"tus/{upload.id}/{5000:012d}-dead"
+        await services.storage.put_file(key_of_last, last)
+        upload.offset, upload.chunks = len(data), [*upload.chunks, key_of_last]
+        upload.completing_at = datetime.now(UTC) - timedelta(hours=1)
+        upload_id = upload.id
+    await _swept(services, upload_id)
+    [image] = await images_of(services, session["id"])
+    assert image.sha256 == hashlib.sha256(data).hexdigest()
+    assert (await session_row(services, session["id"])).reserved_count == 0
+    assert [k for k in await staged_keys(services) if k.startswith("tus/")] == []
+    # The sweep running again (here, or in a second process) stores no second copy.
+    assert await sweep_uploads(services) == 0
+    assert len(await images_of(services, session["id"])) == 1
+
+
+async def test_two_racing_last_chunks_make_one_image(client: httpx.AsyncClient, key: str, services: Services) -> None:
+    session = await new_session(client, key, max_images=2)
+    data = photo()
+    url = (await begin(client, session["id"], len(data))).headers["location"]
+    await send(client, url, data[:5000], 0)
+    answers: list[int] = []
+
+    async def last() -> None:
+        answers.append((await send(client, url, data[5000:], 5000)).status_code)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(4):
+            group.start_soon(last)
+    assert sorted(answers) == [204, 409, 409, 409]
+    assert len(await images_of(services, session["id"])) == 1
+    stored = await session_row(services, session["id"])
+    assert stored.image_count == 1 and stored.reserved_count == 0
+    assert [k for k in await staged_keys(services) if k.startswith("tus/")] == []
 
 
 async def test_an_upload_never_outlives_its_session(client: httpx.AsyncClient, key: str, services: Services) -> None:
