@@ -162,16 +162,16 @@ async def create_upload(
         expires_at=min(now + ABANDONED_AFTER, session.expires_at),
         created_at=now,
     )
+    limit = services.settings.max_image_bytes
+    if length > limit:
+        raise TooLarge(f"the upload is {length} bytes, more than the {limit} bytes allowed", param="Upload-Length")
+    if length == 0:
+        raise InvalidInput("an empty file is no image", param="Upload-Length")
     stored = await uploads.replayed_images(services, session.id, client_key) if client_key is not None else []
     if stored:
         upload.offset, upload.image_id = length, stored[0].id  # done already: nothing to reserve or receive
     else:
         uploads.ensure_accepting(session)
-        limit = services.settings.max_image_bytes
-        if length > limit:
-            raise TooLarge(f"the upload is {length} bytes, more than the {limit} bytes allowed", param="Upload-Length")
-        if length == 0:
-            raise InvalidInput("an empty file is no image", param="Upload-Length")
     try:
         async with services.db.write() as s:
             if not stored and not await _reserve(s, session.id):
@@ -188,7 +188,7 @@ async def create_upload(
         if earlier is None:
             raise
         return Created(earlier, fresh=False)
-    return Created(upload, fresh=True)
+    return Created(upload, fresh=not stored)
 
 
 async def upload_state(
@@ -362,7 +362,7 @@ async def _complete(services: Services, upload: TusUpload) -> TusUpload:
                 services,
                 session,
                 spooled,
-                source=upload.meta.get("source", "camera"),
+                source=upload.meta.get("source", "").strip()[: uploads.MAX_SOURCE] or "camera",
                 client_key=key,
                 reserved=True,
             )
