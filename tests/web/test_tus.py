@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import random
@@ -16,7 +17,9 @@ from PIL import Image as Pillow
 from sqlmodel import select
 
 from photodrop.context import Services
+from photodrop.ids import new_id
 from photodrop.models import Image, TusUpload, UploadSession
+from photodrop.resolvers.retention import remove_orphans
 from photodrop.resolvers.tus import sweep_uploads
 from tests.conftest import backdate, bearer, image_bytes, new_session, staged_keys
 
@@ -508,3 +511,25 @@ async def test_an_upload_never_outlives_its_session(client: httpx.AsyncClient, k
         stored = await s.get(UploadSession, session["id"])
     assert stored is not None and upload.expires_at <= stored.expires_at
     assert created.headers["upload-expires"].endswith("GMT")
+
+
+async def test_a_chunk_no_upload_lists_is_removed_once_past_the_grace(
+    client: httpx.AsyncClient, key: str, services: Services, tmp_path: Path
+) -> None:
+    session = await new_session(client, key)
+    data = photo()
+    url = (await begin(client, session["id"], len(data))).headers["location"]
+    await send(client, url, data[:3000], 0)
+    [upload] = await uploads_of(services, session["id"])
+    # Staged by a request that died before its offset moved, and one of an upload long gone.
+    strays = [f"tus/{upload.id}/{3000:012d}-dead", f"tus/{new_id('tus')}/{0:012d}-gone"]
+    for name in strays:
+        spooled = tmp_path / name.replace("/", "_")
+        spooled.write_bytes(b"leftover")
+        await services.storage.put_file(name, spooled)
+    assert await remove_orphans(services) == 0  # within the grace, a request may be about to list it
+    hasty = dataclasses.replace(services, settings=services.settings.model_copy(update={"orphan_grace": 0.01}))
+    await anyio.sleep(0.05)  # older than the shortened grace
+    assert await remove_orphans(hasty) == 2
+    assert [k for k in await staged_keys(services) if k.startswith("tus/")] == upload.chunks
+    assert (await send(client, url, data[3000:], 3000)).status_code == 204
