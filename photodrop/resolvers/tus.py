@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from sqlalchemy import delete, update
+from sqlalchemy import delete, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -232,7 +232,11 @@ async def append(
         raise OffsetMismatch(f"the upload holds {upload.offset} bytes: send from there", param="Upload-Offset")
     if upload.offset == upload.length:
         return upload  # finished already: an empty repeat of the last chunk is answered as before
-    _ensure_open(session)
+    try:
+        _ensure_open(session)
+    except PhotodropError:
+        await _drop(services, upload.id)  # its bytes can never become a photo now
+        raise
     room = upload.length - upload.offset
     if declared_length is not None and declared_length > room:
         raise TooLarge(f"the chunk is {declared_length} bytes but only {room} remain", param="Content-Length")
@@ -299,8 +303,8 @@ async def discard(services: Services, upload_id: str) -> None:
 
 
 async def sweep_uploads(services: Services, *, batch: int = _SWEEP_BATCH) -> int:
-    """Drop the uploads abandoned past their expiry, and finish those whose finishing process died;
-    the number of uploads dropped or finished. Safe to run from many processes at once."""
+    """Drop the uploads abandoned past their expiry or left in a session that ended, and finish those
+    whose finishing process died; the number dropped or finished. Safe to run from many processes."""
     now = utcnow()
     unfinished = col(TusUpload.image_id).is_(None)
     async with services.db.read() as s:
@@ -308,7 +312,12 @@ async def sweep_uploads(services: Services, *, batch: int = _SWEEP_BATCH) -> int
             (
                 await s.exec(
                     select(TusUpload.id)
-                    .where(unfinished, col(TusUpload.completing_at).is_(None), col(TusUpload.expires_at) <= now)
+                    .join(UploadSession, col(UploadSession.id) == col(TusUpload.session_id))
+                    .where(
+                        unfinished,
+                        col(TusUpload.completing_at).is_(None),
+                        or_(col(TusUpload.expires_at) <= now, col(UploadSession.status).not_in(OPEN_STATUSES)),
+                    )
                     .limit(batch)
                 )
             ).all()
@@ -455,9 +464,14 @@ async def _release(services: Services, session_id: str) -> None:
 
 
 def _release_statement(session_id: str) -> Any:
+    """Give a slot back; a session that has ended keeps its count, as it keeps everything else."""
     return (
         update(UploadSession)
-        .where(col(UploadSession.id) == session_id, col(UploadSession.reserved_count) > 0)
+        .where(
+            col(UploadSession.id) == session_id,
+            col(UploadSession.reserved_count) > 0,
+            col(UploadSession.status).in_(OPEN_STATUSES),
+        )
         .values(reserved_count=col(UploadSession.reserved_count) - 1)
     )
 

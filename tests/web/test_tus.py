@@ -333,11 +333,22 @@ async def test_an_expired_or_completed_session_takes_no_uploads(
     assert (await send(client, url, b"x" * 10, 0)).status_code == 410
     completed = await new_session(client, key)
     url = (await begin(client, completed["id"], 100)).headers["location"]
+    assert (await send(client, url, b"x" * 10, 0)).status_code == 204
+    left = (await begin(client, completed["id"], 100)).headers["location"]
+    assert (await send(client, left, b"y" * 10, 0)).status_code == 204
     done = await client.post(f"/v1/sessions/{completed['id']}/complete", headers=bearer(key))
     assert done.status_code == 200
     assert (await begin(client, completed["id"], 100)).status_code == 409
-    assert (await send(client, url, b"x" * 10, 0)).status_code == 409
+    assert (await send(client, url, b"x" * 10, 10)).status_code == 409
+    assert (await client.head(url, headers=TUS)).status_code == 404  # its bytes could never be a photo now
+    # The sweeper drops the upload nobody comes back to, and the ended session keeps its counts.
+    for _ in range(500):
+        if not await uploads_of(services, completed["id"]):
+            break
+        await anyio.sleep(0.02)
+    assert await uploads_of(services, completed["id"]) == []
     assert [k for k in await staged_keys(services) if k.startswith("tus/")] == []
+    assert (await session_row(services, completed["id"])).reserved_count == 2
 
 
 async def test_a_full_session_refuses_a_new_upload(client: httpx.AsyncClient, key: str, services: Services) -> None:
