@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import logging
 import os
@@ -421,8 +422,9 @@ async def _receive(
     digest = CHECKSUMS[checksum.algorithm]() if checksum is not None else None
     size = 0
     pending = bytearray()
+    out = await anyio.to_thread.run_sync(path.open, "wb")
     try:
-        async with await anyio.open_file(path, "wb") as out:
+        try:
             async for data in body:
                 size += len(data)
                 if size > room:
@@ -431,13 +433,15 @@ async def _receive(
                 if digest is not None:
                     digest.update(data)
                 if len(pending) >= _WRITE_BATCH:  # one thread hop per batch, not per network read
-                    await out.write(bytes(pending))
+                    await anyio.to_thread.run_sync(out.write, bytes(pending))
                     pending.clear()
-            await out.write(bytes(pending))
+            await anyio.to_thread.run_sync(out.write, bytes(pending))
+        finally:
+            await anyio.to_thread.run_sync(out.close)
         if checksum is not None and digest is not None and digest.digest() != checksum.digest:
             raise ChecksumMismatch(f"the chunk's {checksum.algorithm} does not match Upload-Checksum")
     except BaseException:
-        await anyio.Path(path).unlink(missing_ok=True)
+        await anyio.to_thread.run_sync(functools.partial(path.unlink, missing_ok=True))
         raise
     return path, size
 
