@@ -373,6 +373,36 @@ class PasswordFailure(SQLModel, table=True):
     at: datetime = _when()
 
 
+class TusUpload(SQLModel, table=True):
+    """A resumable (tus) upload into a session: its progress here, its bytes in staging.
+
+    Kept in the database so any server process can take the next chunk; it holds one of the
+    session's ``reserved_count`` slots from its creation until it becomes an image or is dropped.
+    """
+
+    __tablename__ = "tus_upload"
+    __table_args__ = (
+        Index("ix_tus_upload_session_client_key", "session_id", "client_key", unique=True),
+        Index("ix_tus_upload_expiry", "expires_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    session_id: str = Field(foreign_key="upload_session.id", max_length=40)
+    project_id: str = Field(foreign_key="project.id", max_length=40)
+    length: int
+    offset: int = 0
+    # The staged objects holding the bytes received so far, in order: one per chunk taken.
+    chunks: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # Upload-Metadata as the client sent it, decoded (filename, filetype, source).
+    meta: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    client_key: str | None = Field(default=None, max_length=220)
+    # Set by the request that received the last byte, while it turns the bytes into an image.
+    completing_at: datetime | None = _when(nullable=True)
+    image_id: str | None = Field(default=None, max_length=40)
+    expires_at: datetime = _when()
+    created_at: datetime = _when()
+
+
 # --- inputs ---------------------------------------------------------------------------------
 
 MAX_TAGS = 50

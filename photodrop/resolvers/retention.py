@@ -14,7 +14,7 @@ from sqlalchemy import exists, update
 from sqlmodel import col, select
 
 from photodrop.context import Services
-from photodrop.models import Delivery, DeliveryStatus, Image, utcnow
+from photodrop.models import Delivery, DeliveryStatus, Image, TusUpload, utcnow
 from photodrop.resolvers.thumbnails import thumbnail_key
 from photodrop.spool import sweep_spool
 from photodrop.storage import Stored
@@ -22,6 +22,8 @@ from photodrop.storage import Stored
 log = logging.getLogger("photodrop.retention")
 # The only names photodrop stages under (an image and its preview): nothing else in a shared bucket is touched.
 _STAGED_NAME = re.compile(r"proj_[0-9A-Z]{26}/sess_[0-9A-Z]{26}/(img_[0-9A-Z]{26})\.[a-z0-9]+(?:\.[a-z0-9]+)?")
+# A resumable upload's chunk: kept while its upload's row lists it.
+_TUS_CHUNK = re.compile(r"tus/(tus_[0-9A-Z]{26})/[0-9]{12}-[0-9a-z]+")
 _ORPHAN_BATCH = 500
 
 
@@ -81,14 +83,44 @@ async def remove_orphans(services: Services) -> int:
     removed = await anyio.to_thread.run_sync(lambda: sweep_spool(services.settings.spool_dir, grace=grace))
     cutoff = utcnow() - timedelta(seconds=grace)
     batch: list[Stored] = []
+    chunks: list[Stored] = []
     async for entry in services.storage.entries():
-        if entry.modified < cutoff and _STAGED_NAME.fullmatch(entry.key):
+        if entry.modified >= cutoff:
+            continue
+        if _STAGED_NAME.fullmatch(entry.key):
             batch.append(entry)
             if len(batch) >= _ORPHAN_BATCH:
                 removed += await _remove_unreferenced(services, batch)
                 batch = []
+        elif _TUS_CHUNK.fullmatch(entry.key):
+            chunks.append(entry)
+            if len(chunks) >= _ORPHAN_BATCH:
+                removed += await _remove_unlisted_chunks(services, chunks)
+                chunks = []
     removed += await _remove_unreferenced(services, batch)
+    removed += await _remove_unlisted_chunks(services, chunks)
     return removed
+
+
+async def _remove_unlisted_chunks(services: Services, entries: Iterable[Stored]) -> int:
+    """Remove resumable-upload chunks no upload lists: staged by a request that died (or lost a race)
+    before its offset moved, or left when a process died removing a finished upload's chunks."""
+    by_upload: dict[str, list[str]] = {}
+    for entry in entries:
+        match = _TUS_CHUNK.fullmatch(entry.key)
+        assert match is not None
+        by_upload.setdefault(match[1], []).append(entry.key)
+    if not by_upload:
+        return 0
+    async with services.db.read() as s:
+        listed = (await s.exec(select(TusUpload.chunks).where(col(TusUpload.id).in_(by_upload)))).all()
+    kept = {key for keys in listed for key in keys}
+    orphans = [key for keys in by_upload.values() for key in keys if key not in kept]
+    for key in orphans:
+        await services.storage.delete(key)
+    if orphans:
+        log.info("removed %d resumable-upload chunk(s) no upload lists", len(orphans))
+    return len(orphans)
 
 
 async def _remove_unreferenced(services: Services, entries: Iterable[Stored]) -> int:

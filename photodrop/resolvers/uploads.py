@@ -112,6 +112,16 @@ async def open_for_upload(
     return session
 
 
+async def authorised(
+    services: Services, session_id: str, credentials: Credentials, principal: Principal | None = None
+) -> UploadSession:
+    """The session, once the uploader has shown they may add to it, whatever state it is in:
+    for the steps of a resumable upload, which check the state each in its own way."""
+    session = await _found(services, session_id, principal)
+    await _check_password(services, session, credentials)
+    return session
+
+
 @dataclass(frozen=True)
 class Accepted:
     """The images an upload added, and their session as the last one's commit left it.
@@ -447,6 +457,10 @@ class _NoRoom(Exception):
 
 class _KeyTaken(Exception):
     """Another request committed an image under the same idempotency key first."""
+
+
+# What callers of ``accept_spooled`` outside this module catch.
+KeyTaken = _KeyTaken
 
 
 def refusal_of(session: UploadSession) -> PhotodropError | None:
