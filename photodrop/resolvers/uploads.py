@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from photodrop.context import Principal, Services
+from photodrop.downscale import scale_down
 from photodrop.errors import (
     Expired,
     InvalidInput,
@@ -21,14 +22,13 @@ from photodrop.errors import (
     PhotodropError,
     SessionFull,
     StateConflict,
-    TooLarge,
     TooManyAttempts,
     UnsupportedType,
     WrongPassword,
 )
 from photodrop.events import Envelope
 from photodrop.ids import new_id
-from photodrop.images import EXTENSIONS, inspect_image, sanitize_filename
+from photodrop.images import EXTENSIONS, ImageInfo, inspect_image, sanitize_filename
 from photodrop.metrics import counts_refusals
 from photodrop.models import (
     OPEN_STATUSES,
@@ -76,6 +76,7 @@ def image_summary(image: Image) -> dict[str, object]:
         "width": image.width,
         "height": image.height,
         "sha256": image.sha256,
+        "original_sha256": image.original_sha256,
     }
 
 
@@ -251,6 +252,11 @@ async def accept_spooled(
     ``reserved`` says the file fills a slot a resumable upload reserved when it began (the
     session's ``reserved_count``), so it needs no free slot of its own. Raises ``_KeyTaken``
     when another request committed ``client_key`` first; nothing of this one is kept then.
+
+    An image wider or taller than the session's ``max_image_dimension`` is scaled down to it
+    (``downscale.scale_down``) and the scaled copy is what is staged and delivered. Either way
+    ``spooled``'s file is gone once the image is committed, and still there for the caller to
+    remove when it was refused.
     """
     if spooled.size == 0:
         raise UnsupportedType(f"{spooled.filename or 'the file'} is empty", param="file")
@@ -267,12 +273,43 @@ async def accept_spooled(
             param="file",
         )
     limit = session.max_image_dimension
+    scaled: SpooledFile | None = None
     if limit is not None and max(info.width, info.height) > limit:
-        raise TooLarge(
-            f"the image is {info.width}x{info.height} pixels; this session takes at most {limit} pixels a side",
-            param="file",
-            code="IMAGE_DIMENSION_TOO_LARGE",
+        settings = services.settings
+        scaled, info = await scale_down(
+            spooled, info, limit=limit, max_pixels=settings.max_image_pixels, directory=settings.spool_dir
         )
+    try:
+        committed = await _commit(
+            services,
+            session,
+            scaled or spooled,
+            info,
+            source=source,
+            encrypted=encrypted,
+            client_key=client_key,
+            reserved=reserved,
+        )
+    finally:
+        if scaled is not None:
+            scaled.path.unlink(missing_ok=True)  # staged (moved away) by now, unless the commit failed
+    if scaled is not None:  # committed: the upload's own bytes go, as staging an unscaled one moves them
+        spooled.path.unlink(missing_ok=True)
+    return committed
+
+
+async def _commit(
+    services: Services,
+    session: UploadSession,
+    spooled: SpooledFile,
+    info: ImageInfo,
+    *,
+    source: str,
+    encrypted: bool,
+    client_key: str | None,
+    reserved: bool,
+) -> tuple[Image, UploadSession]:
+    """Stage a validated file and commit it with its deliveries and events (see ``accept_spooled``)."""
     image_id = new_id("img")
     key = f"{session.project_id}/{session.id}/{image_id}.{EXTENSIONS[info.mime_type]}"
     await services.storage.put_file(key, spooled.path)
@@ -324,6 +361,7 @@ async def accept_spooled(
                 width=info.width,
                 height=info.height,
                 sha256=spooled.sha256,
+                original_sha256=spooled.original_sha256,
                 storage_key=key,
                 source=source,
                 client_key=client_key,
