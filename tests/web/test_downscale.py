@@ -18,8 +18,8 @@ from sqlmodel import select
 
 from photodrop.config import Settings
 from photodrop.context import Services
-from photodrop.models import Image
-from tests.conftest import files_under, make_settings, new_session, staged_bytes, staged_keys, upload
+from photodrop.models import Event, Image
+from tests.conftest import bearer, files_under, make_settings, new_session, staged_bytes, staged_keys, upload
 from tests.delivery.receiver import Receiver
 
 pytestmark = pytest.mark.anyio
@@ -95,6 +95,20 @@ async def test_a_heic_photo_is_delivered_as_a_jpeg_within_the_limit(
     with PILImage.open(io.BytesIO(staged)) as decoded:
         assert decoded.format == "JPEG" and decoded.size == (200, 150)
         assert _near(decoded.getpixel((10, 75)), RED) and _near(decoded.getpixel((190, 75)), BLUE)
+
+    query = "query($id: ID!) { image(id: $id) { sha256 originalSha256 mimeType filename width height } }"
+    shown = await client.post("/graphql", json={"query": query, "variables": {"id": body["id"]}}, headers=bearer(key))
+    assert shown.json()["data"]["image"] == {
+        "sha256": body["sha256"],
+        "originalSha256": body["original_sha256"],
+        "mimeType": "image/jpeg",
+        "filename": "IMG_0042.jpg",
+        "width": 200,
+        "height": 150,
+    }
+    async with services.db.read() as s:
+        uploaded = (await s.exec(select(Event).where(Event.type == "image.uploaded"))).one()
+    assert uploaded.data["image"]["original_sha256"] == body["original_sha256"]
 
     document = await _delivered(receiver)
     data = base64.b64decode(document["data"])
