@@ -214,3 +214,32 @@ async def test_a_failed_commit_of_a_scaled_photo_leaves_no_file(
     await _nothing_spooled(services)
     async with services.db.read() as s:
         assert (await s.exec(select(Image))).all() == []
+
+
+@pytest.mark.parametrize(
+    ("fmt", "sent", "mode", "delivered"),
+    [
+        ("WEBP", "image/webp", "RGB", "image/webp"),
+        ("WEBP", "image/webp", "RGBA", "image/webp"),
+        ("AVIF", "image/avif", "RGB", "image/jpeg"),
+        ("GIF", "image/gif", "RGB", "image/png"),
+        ("TIFF", "image/tiff", "RGB", "image/png"),
+        ("BMP", "image/bmp", "RGB", "image/png"),
+        ("JPEG", "image/jpeg", "CMYK", "image/jpeg"),
+    ],
+)
+async def test_each_format_is_delivered_in_the_format_documented(
+    client: httpx.AsyncClient, key: str, services: Services, fmt: str, sent: str, mode: str, delivered: str
+) -> None:
+    session = await new_session(client, key, max_image_dimension=64)
+    photo = _encoded(_halves((256, 128), mode), fmt)
+    response = await upload(client, session["id"], (f"picture.{fmt.lower()}", photo, sent))
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["mime_type"], body["width"], body["height"]) == (delivered, 64, 32)
+    staged = await staged_bytes(services, (await _stored(services, body["id"])).storage_key)
+    with PILImage.open(io.BytesIO(staged)) as decoded:
+        assert PILImage.MIME[decoded.format or ""] == delivered and decoded.size == (64, 32)
+        left, right = (_halves((256, 128), mode).convert("RGB").getpixel((x, 64)) for x in (16, 240))
+        assert _near(decoded.convert("RGB").getpixel((4, 16)), left)
+        assert _near(decoded.convert("RGB").getpixel((60, 16)), right)
