@@ -48,12 +48,13 @@ _WRITTEN = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 async def scale_down(
     spooled: SpooledFile, info: ImageInfo, *, limit: int, max_pixels: int, directory: Path
 ) -> tuple[SpooledFile, ImageInfo]:
-    """A new file in this process's part of the spool ``directory``: ``spooled`` at most ``limit`` pixels a side.
+    """``spooled`` at most ``limit`` pixels a side, as a new file in this process's part of the spool.
 
-    The new image's info comes with it (also as its ``verdict``); its ``filename`` ends in the new format's extension
-    and its ``original_sha256`` is the upload's own hash. ``spooled`` is left as it is; the
-    caller removes both files when done. Runs in a worker thread; raises ``UnsupportedType``
-    when the pixels cannot be decoded, ``TooLarge`` when they are more than ``max_pixels``.
+    The new image's info comes with it (also as its ``verdict``); its ``filename`` ends in the
+    new format's extension and its ``original_sha256`` is the upload's own hash. ``spooled`` is
+    left as it is; the caller removes both files when done. Runs in a worker thread; raises
+    ``UnsupportedType`` when the pixels cannot be decoded, ``TooLarge`` when they are more than
+    ``max_pixels``.
     """
     work = functools.partial(scale_down_blocking, limit=limit, max_pixels=max_pixels, directory=directory)
     return await anyio.to_thread.run_sync(work, spooled, info)
