@@ -28,7 +28,7 @@ test-postgres:
 
 # Every bench runs even when one fails; then the failures are named and make exits non-zero, so a
 # bench that cannot start (a server that never comes up) is never mistaken for one that ran.
-BENCHES := ingest create_sessions delivery subscriptions scale_out
+BENCHES := ingest create_sessions delivery subscriptions scale_out downscale
 bench:
 	@failed=""; for name in $(BENCHES); do \
 		echo "== bench/$$name.py"; \

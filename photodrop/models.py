@@ -414,6 +414,12 @@ MAX_LIFETIME_SECONDS = 7 * 24 * 3600
 DEFAULT_LIFETIME_SECONDS = 3600
 MIN_IMAGE_DIMENSION = 16
 MAX_IMAGE_DIMENSION = 20_000
+DIMENSION_HELP = (
+    "Longest side, in pixels, of the photos delivered. A larger photo is not refused: photodrop scales it down "
+    "to this size on arrival (JPEG stays JPEG, HEIC/HEIF/AVIF become JPEG, PNG and WebP keep their format, "
+    "GIF/TIFF/BMP become PNG), upright by its EXIF orientation; the image then reports the scaled file's "
+    "sha256, size and type, and the uploaded file's sha256 as original_sha256."
+)
 MAX_IMAGE_SIZE_MB = 1024
 
 
@@ -501,7 +507,9 @@ class SessionCreate(_SessionLimits):
     expires_at: datetime | None = None
     max_images: MaxImages | None = None
     allowed_mime_types: list[StrictStr] | None = Field(default=None, min_length=1, max_length=20)
-    max_image_dimension: StrictInt | None = Field(default=None, ge=MIN_IMAGE_DIMENSION, le=MAX_IMAGE_DIMENSION)
+    max_image_dimension: StrictInt | None = Field(
+        default=None, ge=MIN_IMAGE_DIMENSION, le=MAX_IMAGE_DIMENSION, description=DIMENSION_HELP
+    )
     password: StrictStr | None = Field(default=None, min_length=4, max_length=128)
     tags: dict[StrictStr, StrictStr] | list[StrictStr] | None = None
 
@@ -577,7 +585,9 @@ class SessionUpdate(_SessionLimits, Patch):
     expires_at: datetime | None = None
     max_images: MaxImages | None = None
     allowed_mime_types: list[StrictStr] | None = Field(default=None, min_length=1, max_length=20)
-    max_image_dimension: StrictInt | None = Field(default=None, ge=MIN_IMAGE_DIMENSION, le=MAX_IMAGE_DIMENSION)
+    max_image_dimension: StrictInt | None = Field(
+        default=None, ge=MIN_IMAGE_DIMENSION, le=MAX_IMAGE_DIMENSION, description=DIMENSION_HELP
+    )
     # Accepted for compatibility; photodrop's file-size limit is deployment-wide (PHOTODROP_MAX_IMAGE_BYTES).
     max_image_size_mb: StrictInt | None = Field(default=None, ge=1, le=MAX_IMAGE_SIZE_MB)
     password: StrictStr | None = Field(default=None, min_length=4, max_length=128)

@@ -61,6 +61,8 @@ class SpooledFile:
     sha256: str = ""
     # What the check run while it streamed made of it: None when no check ran (not an image part).
     verdict: ImageInfo | PhotodropError | None = None
+    # Set on photodrop's scaled-down copy of an upload (see downscale.py): the upload's own sha256.
+    original_sha256: str | None = None
 
 
 @dataclass

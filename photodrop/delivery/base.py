@@ -42,6 +42,8 @@ class Payload:
     created_at: datetime
     tags: Mapping[str, str]
     chunks: Callable[[], AsyncIterator[bytes]] = field(repr=False)
+    # The uploaded file's hash when photodrop scaled it down; ``sha256`` is always the delivered bytes'.
+    original_sha256: str | None = None
 
     @property
     def extension(self) -> str:

@@ -169,6 +169,8 @@ class WebhookDestination(Destination):
             "size_bytes": payload.size_bytes,
             "sha256": payload.sha256,
         }
+        if payload.original_sha256 is not None:  # only on images photodrop scaled down
+            document["original_sha256"] = payload.original_sha256
         # The same bytes as json.dumps of the whole document with "data" and "tags" at its end, but
         # the base64 goes in as it is: no str of it to decode, escape-scan and encode again.
         head = json.dumps(document)[:-1].encode()

@@ -120,6 +120,7 @@ def _job(
         mime_type=image.mime_type,
         size_bytes=image.size_bytes,
         sha256=image.sha256,
+        original_sha256=image.original_sha256,
         created_at=image.created_at,
         tags=tags_as_object(session.tags),
         chunks=chunks,

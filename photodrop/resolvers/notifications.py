@@ -151,6 +151,7 @@ async def send(services: Services, notification: Notification, *, http: httpx.As
                     "mime_type": image.mime_type,
                     "size_bytes": image.size_bytes,
                     "sha256": image.sha256,
+                    "original_sha256": image.original_sha256,
                     "deliveries": by_image.get(image.id, []),
                 }
                 for image in images

@@ -18,6 +18,7 @@ from sqlmodel import col, select
 
 from photodrop.context import Principal, Services
 from photodrop.db import inserting
+from photodrop.downscale import scale_down
 from photodrop.errors import (
     Expired,
     InvalidInput,
@@ -25,7 +26,6 @@ from photodrop.errors import (
     PhotodropError,
     SessionFull,
     StateConflict,
-    TooLarge,
     TooManyAttempts,
     UnsupportedType,
     WrongPassword,
@@ -82,6 +82,7 @@ def image_summary(image: Image) -> dict[str, object]:
         "width": image.width,
         "height": image.height,
         "sha256": image.sha256,
+        "original_sha256": image.original_sha256,
     }
 
 
@@ -283,11 +284,52 @@ async def accept_spooled(
     ``reserved`` says the file fills a slot a resumable upload reserved when it began (the
     session's ``reserved_count``), so it needs no free slot of its own. Raises ``_KeyTaken``
     when another request committed ``client_key`` first; nothing of this one is kept then.
-    """
-    # --- validation: what the file is, and whether this session takes it ---
-    info = await _validated(services, session, spooled)
 
-    # --- the write: staged first, then committed as one unit; taken back if the unit is not ---
+    An image wider or taller than the session's ``max_image_dimension`` is scaled down to it
+    (``downscale.scale_down``) and the scaled copy is what is staged and delivered. Either way
+    ``spooled``'s file is gone once the image is committed, and still there for the caller to
+    remove when it was refused.
+    """
+    # --- validation: what the file is, whether this session takes it, and its scaled copy if it needs one ---
+    info = await _validated(services, session, spooled)
+    scaled: SpooledFile | None = None
+    limit = session.max_image_dimension
+    if limit is not None and max(info.width, info.height) > limit:
+        settings = services.settings
+        scaled, info = await scale_down(
+            spooled, info, limit=limit, max_pixels=settings.max_image_pixels, directory=settings.spool_dir
+        )
+    try:
+        committed = await _commit(
+            services,
+            session,
+            scaled or spooled,
+            info,
+            source=source,
+            encrypted=encrypted,
+            client_key=client_key,
+            reserved=reserved,
+        )
+    finally:
+        if scaled is not None:
+            scaled.path.unlink(missing_ok=True)  # staged (moved away) by now, unless the commit failed
+    if scaled is not None:  # committed: the upload's own bytes go, as staging an unscaled one moves them
+        spooled.path.unlink(missing_ok=True)
+    return committed
+
+
+async def _commit(
+    services: Services,
+    session: UploadSession,
+    spooled: SpooledFile,
+    info: ImageInfo,
+    *,
+    source: str,
+    encrypted: bool,
+    client_key: str | None,
+    reserved: bool,
+) -> tuple[Image, UploadSession]:
+    """Stage a validated file and commit it with its deliveries and events as one unit (undone if it fails)."""
     image_id = new_id("img")
     key = f"{session.project_id}/{session.id}/{image_id}.{EXTENSIONS[info.mime_type]}"
     image = Image(
@@ -301,6 +343,7 @@ async def accept_spooled(
         width=info.width,
         height=info.height,
         sha256=spooled.sha256,
+        original_sha256=spooled.original_sha256,
         storage_key=key,
         source=source,
         client_key=client_key,
@@ -342,13 +385,6 @@ async def _validated(services: Services, session: UploadSession, spooled: Spoole
         raise UnsupportedType(
             f"{info.mime_type} is not accepted in this session (allowed: {', '.join(session.allowed_mime_types)})",
             param="file",
-        )
-    limit = session.max_image_dimension
-    if limit is not None and max(info.width, info.height) > limit:
-        raise TooLarge(
-            f"the image is {info.width}x{info.height} pixels; this session takes at most {limit} pixels a side",
-            param="file",
-            code="IMAGE_DIMENSION_TOO_LARGE",
         )
     return info
 

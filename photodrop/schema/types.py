@@ -59,7 +59,11 @@ class Image:
     size_bytes: int
     width: int
     height: int
-    sha256: str
+    sha256: str = strawberry.field(description="The delivered file's SHA-256 (the scaled one's, when it was scaled).")
+    original_sha256: str | None = strawberry.field(
+        description="The uploaded file's SHA-256 when photodrop scaled it down to the session's maxImageDimension; "
+        "null when the image is delivered as it was uploaded."
+    )
     source: str
     created_at: datetime
     session_id: strawberry.ID
@@ -83,6 +87,7 @@ class Image:
             width=row.width,
             height=row.height,
             sha256=row.sha256,
+            original_sha256=row.original_sha256,
             source=row.source,
             created_at=row.created_at,
             session_id=strawberry.ID(row.session_id),

@@ -95,6 +95,11 @@ class ImageOut(BaseModel):
     width: int
     height: int
     sha256: str
+    original_sha256: str | None = Field(
+        default=None,
+        description="The uploaded file's sha256 when photodrop scaled it down to the session's max_image_dimension "
+        "(sha256 and the other fields then describe the scaled image, which is what is delivered); null otherwise",
+    )
 
     @classmethod
     def of(cls, image: Image) -> ImageOut:
