@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -69,7 +70,7 @@ def free_port() -> int:
         return port
 
 
-STARTUP_TIMEOUT = 60.0
+STARTUP_TIMEOUT = float(os.environ.get("BENCH_STARTUP_TIMEOUT", "60"))  # seconds; a crowded machine may need more
 
 
 class CannotStart(RuntimeError):
@@ -143,9 +144,9 @@ def photodrop(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[tup
         yield running, keys[0]
 
 
-def baseline(script: str, directory: Path) -> AbstractContextManager[Server]:
-    """The calling script run as ``script --serve-baseline PORT DIR``."""
-    command = [sys.executable, script, "--serve-baseline", "{port}", str(directory)]
+def baseline(script: str, directory: Path, *args: str) -> AbstractContextManager[Server]:
+    """The calling script run as ``script --serve-baseline PORT DIR [ARGS...]``."""
+    command = [sys.executable, script, "--serve-baseline", "{port}", str(directory), *args]
     return server(command, directory / "server.log")
 
 
@@ -166,17 +167,30 @@ async def load(send: Send, *, requests: int, concurrency: int, expect: int = 201
         return time.perf_counter() - start
 
 
+Loader = Callable[..., Awaitable[float]]  # like ``load``: (send, *, requests, concurrency) -> wall seconds
+
+
 async def compare(
-    sides: Mapping[str, tuple[Server, Send]], *, requests: int, rounds: int, warmup: int, concurrency: int
+    sides: Mapping[str, tuple[Server, Any]],
+    *,
+    requests: int,
+    rounds: int,
+    warmup: int,
+    concurrency: int,
+    loader: Loader = load,
 ) -> dict[str, Result]:
-    """Warm every side up, then alternate measured rounds between them so drift hits all alike."""
+    """Warm every side up, then alternate measured rounds between them so drift hits all alike.
+
+    ``loader`` sends each round (``load`` by default; a bench whose client would cost more CPU than
+    the servers it measures brings a leaner one, and its sides' ``send`` functions to match).
+    """
     for _, send in sides.values():
-        await load(send, requests=warmup, concurrency=concurrency)
+        await loader(send, requests=warmup, concurrency=concurrency)
     results = {name: Result() for name in sides}
     for _ in range(rounds):
         for name, (running, send) in sides.items():
             cpu = running.cpu_seconds()
-            seconds = await load(send, requests=requests, concurrency=concurrency)
+            seconds = await loader(send, requests=requests, concurrency=concurrency)
             result = results[name]
             result.best_seconds = min(result.best_seconds, seconds)
             result.round_seconds.append(seconds)

@@ -23,7 +23,7 @@ from sqlmodel import col, select
 
 from photodrop.broadcast import ReconnectingBackend, open_backend
 from photodrop.config import Settings
-from photodrop.db import Database
+from photodrop.db import Database, new_row
 from photodrop.ids import new_ordered_id
 from photodrop.models import Event, UploadSession, utcnow
 
@@ -73,7 +73,8 @@ class Envelope:
         return {"id": self.id, "type": self.type, "created_at": self.created_at.isoformat(), "data": self.data}
 
     def to_row(self) -> Event:
-        return Event(
+        return new_row(
+            Event,
             id=self.id,
             project_id=self.project_id,
             session_id=self.session_id,

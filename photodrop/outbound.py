@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
+from photodrop.caches import TimedCache
 from photodrop.delivery.errors import DestinationUnavailable, Rejected
 from photodrop.errors import InvalidInput
 
@@ -157,18 +158,57 @@ def host_port(url: str) -> tuple[str, int]:
     return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
 
+# The creation-time check's verdicts, per (policy, host, port): whether the host was refused. Creating
+# sessions aimed at one webhook host should not resolve it on every request, and a name that cannot be
+# resolved (no DNS, a dead resolver) must not make every request wait out the resolver's timeout: the
+# requests in flight share one lookup, and its verdict serves for VERDICT_TTL seconds, a refusal and an
+# unresolvable name included. This cache only ever decides the early 400: the connect-time guard
+# (GuardedBackend, PinnedConnection, resolve_blocking) never reads it, and resolves and checks every
+# connection it opens, so a name whose DNS changes to a refused address after a verdict was cached
+# still reaches nothing it may not.
+VERDICT_TTL = 30.0
+MAX_VERDICTS = 1024
+_verdicts: TimedCache[tuple[Policy, str, int], bool] = TimedCache(VERDICT_TTL, MAX_VERDICTS)
+
+
+def forget_verdicts() -> None:
+    """Drop every cached creation-time verdict (tests that change what a name resolves to)."""
+    _verdicts.clear()
+
+
+async def refused_now(policy: Policy, host: str, port: int) -> bool:
+    """Whether ``policy`` refuses ``host`` already: a literal non-public address, or a name that
+    resolves only to such addresses (a name that does not resolve is not refused)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:  # a literal is judged as it stands: no resolver, no thread, nothing to cache
+        return not policy.permits(ipaddress.ip_address(host.split("%", 1)[0]))
+
+    async def verdict() -> bool:
+        try:
+            await policy.resolve(host, port)
+        except TargetRefused:
+            return True
+        except DestinationUnavailable:
+            return False
+        return False
+
+    refused = await _verdicts.get((policy, host, port), verdict)
+    assert refused is not None  # the loader always answers
+    return refused
+
+
 async def check_targets(settings: Settings, targets: Iterable[tuple[str, str, int]]) -> None:
     """Refuse a configuration now when one of its ``(field, host, port)`` targets is refused already:
     a literal non-public address, or a name that resolves only to such addresses. A name that does not
-    resolve yet is let through (the delivery-time check still stands, for DNS that changes)."""
+    resolve yet is let through (the delivery-time check still stands, for DNS that changes). Names are
+    judged from a verdict cached for up to VERDICT_TTL seconds (see ``_verdicts``)."""
     policy = Policy.of(settings)
     for field, host, port in targets:
-        try:
-            await policy.resolve(host, port)
-        except TargetRefused as exc:
-            raise InvalidInput(f"{field}: {host!r} {REFUSED}", param=field) from exc
-        except DestinationUnavailable:
-            continue
+        if await refused_now(policy, host, port):
+            raise InvalidInput(f"{field}: {host!r} {REFUSED}", param=field)
 
 
 async def check_url(settings: Settings, field: str, url: str | None) -> None:

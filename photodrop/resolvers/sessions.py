@@ -13,7 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from photodrop import logs, outbound
 from photodrop.context import Principal, Services
-from photodrop.db import inserting
+from photodrop.db import inserting, new_row
 from photodrop.errors import Expired, InvalidInput, NotFound, StateConflict, validated
 from photodrop.events import Envelope, NewestState, session_channel
 from photodrop.ids import new_id
@@ -79,7 +79,8 @@ async def create_session(services: Services, principal: Principal, data: Mapping
         max_images = min(max_images, key.max_images)
     now = utcnow()
     expires_in, expires_at = spec.lifetime(now)
-    session = UploadSession(
+    session = new_row(
+        UploadSession,
         id=new_id("sess"),
         project_id=principal.project_id,
         status=SessionStatus.PENDING,
