@@ -127,7 +127,8 @@ async def commits_held(services: Services, session_id: str, waiting: int) -> Asy
                     (
                         await probe.execute(
                             text(
-                                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                                "SELECT count(*) FROM pg_stat_activity"
+                                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
                             )
                         )
                     ).scalar_one()
