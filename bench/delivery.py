@@ -133,7 +133,8 @@ def worker(env: dict[str, str], log: Path, profile: Path | None = None) -> Itera
         command = [sys.executable, "-c", WORKER, port]
         if profile is not None:
             spy = shutil.which("py-spy") or "py-spy"
-            command = [spy, "record", "--nonblocking", "--rate", "250", "--format", "raw", "-o", str(profile), "--", *command]
+            sampling = ["--nonblocking", "--rate", "250", "--format", "raw", "-o", str(profile)]
+            command = [spy, "record", *sampling, "--", *command]
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     pid = process.pid
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from photodrop.models import (
 from photodrop.resolvers import outbox
 from photodrop.resolvers.destinations import decrypt_config
 from photodrop.resolvers.projects import signing_secrets
+from photodrop.storage import LocalStorage
 
 # Pull-mode deliveries wait for the API client to fetch them; no worker sends them.
 PUSHED = [mode.value for mode in DeliveryMode if mode is not DeliveryMode.POLL]
@@ -125,6 +127,7 @@ def _job(
         created_at=image.created_at,
         tags=tags_as_object(session.tags),
         chunks=chunks,
+        load=functools.partial(storage.read_all, image.storage_key) if isinstance(storage, LocalStorage) else None,
     )
     context = DeliveryContext(settings=services.settings, signing_secrets=signing_secrets(services, project))
     return Job(delivery=delivery, kind=delivery.kind.value, config=config, context=context, payload=payload)
@@ -183,6 +186,8 @@ async def record_attempts(services: Services, attempts: Sequence[Attempted], *, 
     """
     now = utcnow()
     planned = [(attempted, *_attempt_row(services, attempted, worker=worker)) for attempted in attempts]
+    changed = ("lease_owner", "lease_expires_at", "updated_at", *{key for _, _, values in planned for key in values})
+    snapshots = [{name: getattr(attempted.delivery, name) for name in changed} for attempted, _, _ in planned]
 
     def recording(conn: Connection) -> list[tuple[Delivery, Envelope] | None]:
         stored: list[tuple[Delivery, Envelope] | None] = []
@@ -200,7 +205,14 @@ async def record_attempts(services: Services, attempts: Sequence[Attempted], *, 
             inserting(*rows)(conn)
         return stored
 
-    stored = await services.db.run(recording)
+    try:
+        stored = await services.db.run(recording)
+    except Exception:
+        # nothing was stored: the worker retries these attempts, from the deliveries as they were
+        for (attempted, _, _), before in zip(planned, snapshots, strict=True):
+            for name, value in before.items():
+                setattr(attempted.delivery, name, value)
+        raise
     events = [event for pair in stored if pair is not None for event in pair[1:]]
     if events:
         await services.bus.publish(events)
@@ -208,10 +220,11 @@ async def record_attempts(services: Services, attempts: Sequence[Attempted], *, 
 
 
 def _as_stored(delivery: Delivery, values: dict[str, Any]) -> Delivery:
-    """``delivery`` as its row now reads, after an outcome wrote ``values`` and released the lease."""
-    changed = {**delivery.model_dump(), **values, "lease_owner": None, "lease_expires_at": None}
-    changed["status"] = DeliveryStatus(changed["status"])
-    return Delivery(**changed)
+    """``delivery`` (the worker's detached copy, no longer used by its attempt) changed to read as its
+    row now does, after an outcome wrote ``values`` and released the lease."""
+    for name, value in {**values, "lease_owner": None, "lease_expires_at": None}.items():
+        setattr(delivery, name, DeliveryStatus(value) if name == "status" else value)
+    return delivery
 
 
 def _attempt_row(services: Services, attempted: Attempted, *, worker: str) -> tuple[DeliveryAttempt, dict[str, Any]]:

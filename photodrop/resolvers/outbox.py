@@ -12,14 +12,16 @@ asyncio lock held while they wait), on PostgreSQL each is one transaction.
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, or_, update
-from sqlalchemy.engine import Connection
-from sqlmodel import Session, col, select
+from sqlalchemy.engine import Connection, Dialect
+from sqlmodel import Session, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from photodrop.context import Services
@@ -109,13 +111,39 @@ async def settle(s: AsyncSession, table: type[Row], row_id: str, *, worker: str,
 
 def settle_held(conn: Connection, table: type[Row], row_id: str, *, worker: str, values: dict[str, Any]) -> bool:
     """Apply an attempt's outcome inside a unit's transaction, if ``worker`` still holds the lease:
-    False when the lease ran out and another worker took the row meanwhile (nothing is changed)."""
-    result = conn.execute(
-        update(table)
-        .where(col(table.id) == row_id, col(table.lease_owner) == worker)
-        .values(lease_owner=None, lease_expires_at=None, **values)
-    )
-    return bool(result.rowcount)
+    False when the lease ran out and another worker took the row meanwhile (nothing is changed).
+
+    On SQLite the UPDATE goes straight to the driver as a prepared statement, its values converted
+    by the columns' own types: SQLAlchemy's execution path costs many times the update there."""
+    changes = {"lease_owner": None, "lease_expires_at": None, **values}
+    if conn.dialect.name != "sqlite":
+        statement = update(table).where(col(table.id) == row_id, col(table.lease_owner) == worker).values(**changes)
+        return bool(conn.execute(statement).rowcount)
+    prepared = _prepared_settle(table, tuple(changes), conn.dialect)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(prepared.sql, [*prepared.values(changes), row_id, worker])
+        return bool(cursor.rowcount)
+    finally:
+        cursor.close()
+
+
+@dataclass(frozen=True)
+class _PreparedSettle:
+    sql: str
+    columns: Sequence[tuple[str, Callable[[Any], Any] | None]]  # column, and how its type stores a value
+
+    def values(self, changes: dict[str, Any]) -> list[Any]:
+        return [changes[key] if store is None else store(changes[key]) for key, store in self.columns]
+
+
+@functools.cache
+def _prepared_settle(table: type[SQLModel], keys: tuple[str, ...], dialect: Dialect) -> _PreparedSettle:
+    columns = table.__table__.columns  # type: ignore[attr-defined]
+    assignments = ", ".join(f"{columns[key].name} = ?" for key in keys)
+    sql = f"UPDATE {table.__tablename__} SET {assignments} WHERE id = ? AND lease_owner = ?"  # noqa: S608
+    stores = [(key, columns[key].type.dialect_impl(dialect).bind_processor(dialect)) for key in keys]
+    return _PreparedSettle(sql, stores)
 
 
 async def release(services: Services, table: type[Row], *, worker: str) -> int:
