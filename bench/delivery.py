@@ -16,19 +16,28 @@ would otherwise land in the window).
   receiver under uvicorn that reads the body and answers 200. Baseline: the same receiver and the
   same JSON bodies, pre-built, POSTed by CONCURRENCY keep-alive httpx clients.
 
-Rounds alternate between photodrop and the baseline; each side's best round is reported, with the
-delivering process's CPU time per image (the worker process; the benchmark process for the baseline).
+Rounds alternate between photodrop and the baseline (``--rounds``, 5 by default); the ratio reported is
+the median over rounds of photodrop's rate over the baseline's in the round beside it, with each side's
+median rate and the delivering process's CPU time per image (the worker process; the benchmark process for
+the baseline). Both sides keep CONCURRENCY requests in flight. ``--only s3|webhook`` runs one half;
+``--profile DIR`` records each worker process with ``py-spy record --nonblocking`` (py-spy on the PATH)
+into DIR, one file of collapsed stacks a round (flamegraph.pl or speedscope draw them).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import hashlib
 import itertools
 import json
 import math
+import os
+import shutil
+import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,7 +63,7 @@ from starlette.routing import Route
 CONCURRENCY = 8
 S3_IMAGES = 64  # per round (photodrop delivers S3 slowly: see the CPU figure)
 WEBHOOK_IMAGES = 200  # per round
-ROUNDS = 2
+ROUNDS = 5
 SESSION_SIZE = 50
 POLL_INTERVAL = 0.01
 ROUND_TIMEOUT = 90.0
@@ -116,22 +125,34 @@ def delivery_env(data_dir: Path) -> dict[str, str]:
 
 
 @contextmanager
-def worker(env: dict[str, str], log: Path) -> Iterator[tuple[Server, float]]:
-    """A ``photodrop worker`` process; yields it with the perf_counter time its metrics port answered."""
+def worker(env: dict[str, str], log: Path, profile: Path | None = None) -> Iterator[tuple[Server, float]]:
+    """A ``photodrop worker`` process; yields it with the perf_counter time its metrics port answered.
+    With ``profile`` (a flame graph's path), py-spy samples it from start to end."""
     port = str(free_port())
     with log.open("wb") as out:
         command = [sys.executable, "-c", WORKER, port]
+        if profile is not None:
+            spy = shutil.which("py-spy") or "py-spy"
+            sampling = ["--nonblocking", "--rate", "250", "--format", "raw", "-o", str(profile)]
+            command = [spy, "record", *sampling, "--", *command]
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    pid = process.pid
     try:
         wait_until_up(process, f"http://127.0.0.1:{port}/metrics", log, "photodrop worker", poll=0.002)
-        yield Server("worker", process.pid), time.perf_counter()
+        pid = pid if profile is None else child_of(pid)
+        yield Server("worker", pid), time.perf_counter()
     finally:
-        process.terminate()
+        os.kill(pid, signal.SIGTERM)  # under py-spy, the worker itself: py-spy writes its graph once it exits
         try:
-            process.wait(timeout=15)
+            process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def child_of(pid: int) -> int:
+    """The one child process of ``pid`` (the worker py-spy started)."""
+    return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
 
 
 def wait_delivered(db: Path, sessions: list[str], expected: int) -> int:
@@ -167,20 +188,19 @@ def wait_delivered(db: Path, sessions: list[str], expected: int) -> int:
 
 @dataclass
 class Side:
-    best_seconds: float = math.inf
     cpu_seconds: float = 0.0
     images: int = 0
     failed_attempts: int = 0
-    rounds: list[float] = field(default_factory=list)
+    rounds: list[float] = field(default_factory=list)  # the rate of each round, in order
 
     def add(self, seconds: float, cpu: float, images: int) -> None:
-        self.best_seconds = min(self.best_seconds, seconds)
         self.cpu_seconds += cpu
         self.images += images
         self.rounds.append(images / seconds)
 
-    def rate(self, images: int) -> float:
-        return images / self.best_seconds
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rounds)
 
     @property
     def cpu_ms(self) -> float:
@@ -195,6 +215,9 @@ class Bench:
     key: str
     moto_url: str
     receiver_url: str
+    rounds: int = ROUNDS
+    only: str | None = None
+    profile: Path | None = None
     photos: list[bytes] = field(default_factory=lambda: make_photos((1024, 768), (10, 12, 14, 16), 85))
 
     @property
@@ -254,7 +277,9 @@ class Bench:
 
     def photodrop_round(self, name: str, session_body: dict[str, Any], count: int, side: Side) -> list[str]:
         sessions = asyncio.run(self.upload(session_body, count))
-        with worker(self.env, self.root / f"worker-{name}-{len(side.rounds)}.log") as (running, started):
+        number = len(side.rounds)
+        profile = self.profile / f"worker-{name}-{number}.txt" if self.profile else None
+        with worker(self.env, self.root / f"worker-{name}-{number}.log", profile) as (running, started):
             cpu = running.cpu_seconds()
             side.failed_attempts += wait_delivered(self.db, sessions, count)
             seconds = time.perf_counter() - started
@@ -302,39 +327,50 @@ class Bench:
         _, hook = asyncio.run(self.setup())
         mean = sum(map(len, self.photos)) / len(self.photos)
         print(f"{len(self.photos)} JPEGs of 1024x768, {mean / 1e3:.0f} KB on average; ", end="")
-        print(f"{CONCURRENCY} in flight; best of {ROUNDS} alternating rounds")
+        print(f"{CONCURRENCY} in flight on both sides; medians of {self.rounds} alternating rounds")
+        print("photodrop runs with PHOTODROP_RATE_LIMIT_PER_MINUTE=0 (the per-key rate limit is off)")
         print("method: end to end; uploads through `photodrop serve` (its worker off), then a `photodrop worker`")
         print("  process, timed from when its metrics port answers (its ready signal) until the database shows")
         print("  every delivery of the round succeeded")
+        print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        if self.only in (None, "s3"):
+            self.run_s3(client)
+        if self.only in (None, "webhook"):
+            self.run_webhook(hook)
+        print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
-        # warm the baseline client's connections, as a long-running worker's would be (photodrop makes new ones)
+    def run_s3(self, client: Any) -> None:
+        # warm the baseline client's connections, as a long-running worker's would be
         self.s3_baseline_round(client, CONCURRENCY, Side(), "warm-up")
         s3_session = {"delivery_mode": "s3", "max_images": SESSION_SIZE}
         ours, theirs = Side(), Side()
-        for _ in range(ROUNDS):
+        for _ in range(self.rounds):
             for session in self.photodrop_round("s3", s3_session, S3_IMAGES, ours):
                 listed = client.list_objects_v2(Bucket=BUCKET, Prefix=session + "/")["KeyCount"]
                 assert listed == SESSION_SIZE or listed == S3_IMAGES % SESSION_SIZE, f"{session}: {listed} objects"
             self.s3_baseline_round(client, S3_IMAGES, theirs, f"baseline/{len(theirs.rounds)}")
         self.report("s3", "images/s", "direct boto3", S3_IMAGES, ours, theirs)
 
+    def run_webhook(self, hook: str) -> None:
         # named destination, no webhook_url: no session status notifications share the worker
         hook_session = {"destination_ids": [hook], "max_images": SESSION_SIZE}
         self.webhook_baseline_round(CONCURRENCY, Side())  # warm-up
         ours, theirs = Side(), Side()
-        for _ in range(ROUNDS):
+        for _ in range(self.rounds):
             self.photodrop_round("webhook", hook_session, WEBHOOK_IMAGES, ours)
             self.webhook_baseline_round(WEBHOOK_IMAGES, theirs)
         self.report("webhook", "deliveries/s", "raw httpx", WEBHOOK_IMAGES, ours, theirs)
 
     @staticmethod
     def report(name: str, unit: str, baseline: str, images: int, ours: Side, theirs: Side) -> None:
-        rates = [ours.rate(images), theirs.rate(images)]
         every = ", ".join(f"{rate:.1f}" for rate in ours.rounds)
         every_theirs = ", ".join(f"{rate:.1f}" for rate in theirs.rounds)
         print(f"{name}: {images} a round; photodrop rounds {every} {unit}; {baseline} rounds {every_theirs} {unit}")
-        ratio = rates[0] / rates[1]
-        print(f"{name}: photodrop {rates[0]:.1f} {unit}, {baseline} {rates[1]:.1f} {unit}, ratio {ratio:.2f}")
+        ratio = statistics.median(a / b for a, b in zip(ours.rounds, theirs.rounds, strict=True))
+        print(
+            f"{name}: photodrop {ours.median:.1f} {unit}, {baseline} {theirs.median:.1f} {unit} (medians); "
+            f"ratio {ratio:.2f} (median of the rounds' ratios)"
+        )
         print(
             f"{name} CPU per image: photodrop worker {ours.cpu_ms:.1f} ms, {baseline} {theirs.cpu_ms:.1f} ms; "
             f"failed attempts (retried): {ours.failed_attempts}"
@@ -350,6 +386,13 @@ def main() -> None:
 
         uvicorn.run(receiver_app(), host="127.0.0.1", port=int(sys.argv[2]), access_log=False)
         return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="alternating rounds a side")
+    parser.add_argument("--only", choices=["s3", "webhook"], help="run one half")
+    parser.add_argument("--profile", type=Path, help="record each worker with py-spy into this directory")
+    args = parser.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="photodrop-bench-") as tmp, ExitStack() as stack:
         root = Path(tmp)
         moto = stack.enter_context(server([sys.executable, __file__, "--serve-moto", "{port}"], root / "moto.log"))
@@ -358,7 +401,8 @@ def main() -> None:
         )
         env = delivery_env(root / "photodrop")
         serve, key = stack.enter_context(photodrop(root / "photodrop", env))
-        Bench(root, env, serve.url, key, moto.url, receiver.url).run()
+        bench = Bench(root, env, serve.url, key, moto.url, receiver.url, args.rounds, args.only, args.profile)
+        bench.run()
 
 
 if __name__ == "__main__":

@@ -72,6 +72,11 @@ class LocalStorage:
             while chunk := await file.read(CHUNK):
                 yield chunk
 
+    def read_all(self, key: str) -> bytes:
+        """Every byte at once, read by the calling thread: for callers already off the event loop
+        (a delivery building its request in a worker thread), one call instead of a round trip a chunk."""
+        return self._path(key).read_bytes()
+
     async def delete(self, key: str) -> None:
         await anyio.Path(self._path(key)).unlink(missing_ok=True)
 

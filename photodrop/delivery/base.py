@@ -13,8 +13,9 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+import anyio.to_thread
 from pydantic import BaseModel, ConfigDict
 
 from photodrop.config import Settings
@@ -24,6 +25,8 @@ from photodrop.outbound import host_port
 
 if TYPE_CHECKING:
     import httpx
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class Payload:
     chunks: Callable[[], AsyncIterator[bytes]] = field(repr=False)
     # The uploaded file's hash when photodrop scaled it down; ``sha256`` is always the delivered bytes'.
     original_sha256: str | None = None
+    #: all the bytes, read by the calling thread, where the staging area can (a local directory)
+    load: Callable[[], bytes] | None = field(default=None, repr=False)
 
     @property
     def extension(self) -> str:
@@ -51,7 +56,18 @@ class Payload:
 
     async def read(self) -> bytes:
         """All the bytes at once (images are at most MAX_IMAGE_BYTES, so this is bounded)."""
+        if self.load is not None:
+            return await anyio.to_thread.run_sync(self.load)
         return b"".join([chunk async for chunk in self.chunks()])
+
+    async def with_bytes(self, work: Callable[[bytes], T]) -> T:
+        """``work(data)`` on a worker thread, for destinations whose request is built (or sent) there;
+        where the staging area allows, the bytes are read on that thread too: one round trip in all."""
+        load = self.load
+        if load is not None:
+            return await anyio.to_thread.run_sync(lambda: work(load()))
+        data = await self.read()
+        return await anyio.to_thread.run_sync(work, data)
 
 
 @dataclass(frozen=True)

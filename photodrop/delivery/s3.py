@@ -122,9 +122,9 @@ class S3Destination(Destination):
 
     async def deliver(self, payload: Payload) -> Receipt:
         key = self.key(remote_name(self.config.key_template, payload))
-        data = await payload.read()
         fields = {"ContentType": payload.mime_type, "Metadata": metadata(payload)}
-        etag = await self._call(lambda client: self._upload(client, key, data, fields))
+        # read, hashed and sent on one worker thread: the bytes never pass through the event loop
+        etag = await payload.with_bytes(lambda data: self._translated(lambda c: self._upload(c, key, data, fields)))
         return Receipt(location=f"s3://{self.config.bucket}/{key}", url=self.url(key), etag=etag.strip('"') or None)
 
     async def check(self) -> None:
@@ -144,13 +144,14 @@ class S3Destination(Destination):
         return f"https://{bucket}.s3.{self.config.region}.amazonaws.com/{path}"
 
     async def _call(self, work: Callable[[Any], str | None]) -> str:
-        def run() -> str:
-            try:
-                return work(self._client()) or ""
-            except (BotoCoreError, ClientError) as exc:
-                raise translate(exc) from exc
+        return await anyio.to_thread.run_sync(self._translated, work)
 
-        return await anyio.to_thread.run_sync(run)
+    def _translated(self, work: Callable[[Any], str | None]) -> str:
+        """``work(client)`` on this thread, its botocore failures translated."""
+        try:
+            return work(self._client()) or ""
+        except (BotoCoreError, ClientError) as exc:
+            raise translate(exc) from exc
 
     def _client(self) -> Any:
         """One client per configuration for the whole process: building a boto3 client costs
@@ -179,6 +180,8 @@ class S3Destination(Destination):
                 connect_timeout=10,
                 read_timeout=60,
                 retries={"mode": "standard", "total_max_attempts": 1},
+                # a connection for each attempt the worker may have in flight (botocore keeps 10)
+                max_pool_connections=max(10, self.context.settings.delivery_concurrency),
                 ignore_configured_endpoint_urls=True,  # no AWS_ENDPOINT_URL from the server's environment
             ),
         )

@@ -33,9 +33,9 @@ class DeliveryWorker:
 
     The worker holds up to twice its concurrency: the attempts in flight and a local queue of
     leased work that starts the moment a slot frees, so a slot never waits for a claim. It claims
-    again, in one statement, once half a batch of room has opened. Finished attempts are recorded
-    together (one transaction for all that finished meanwhile), and a heartbeat renews every lease
-    the worker holds each third of PHOTODROP_DELIVERY_LEASE_SECONDS.
+    again, in one statement, once a concurrency's worth of room has opened (fewer, fuller claims).
+    Finished attempts are recorded together (one transaction for all that finished meanwhile), and
+    a heartbeat renews every lease the worker holds each third of PHOTODROP_DELIVERY_LEASE_SECONDS.
 
     ``stop()`` is the graceful way (SIGTERM): no new claims, the attempts in flight get up to
     ``grace`` seconds to finish, and only what is still unfinished then is cancelled and handed
@@ -79,7 +79,7 @@ class DeliveryWorker:
 
     async def run(self) -> None:
         interval = self.services.settings.delivery_poll_interval
-        hold, threshold = 2 * self.concurrency, max(1, self.concurrency // 2)
+        hold, threshold = 2 * self.concurrency, self.concurrency
         helpers = asyncio.create_task(self._heartbeat()), asyncio.create_task(self._recorder())
         graceful = False
         try:

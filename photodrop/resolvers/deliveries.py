@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import col, select
+from sqlalchemy.engine import Connection
+from sqlmodel import Session, SQLModel, col, select
 
 from photodrop.context import Principal, Services
+from photodrop.db import inserting
 from photodrop.delivery.base import DeliveryContext, Payload, Receipt
 from photodrop.delivery.errors import DeliveryError, Misconfigured
 from photodrop.errors import NotFound, StateConflict
@@ -30,6 +33,7 @@ from photodrop.models import (
 from photodrop.resolvers import outbox
 from photodrop.resolvers.destinations import decrypt_config
 from photodrop.resolvers.projects import signing_secrets
+from photodrop.storage import LocalStorage
 
 # Pull-mode deliveries wait for the API client to fetch them; no worker sends them.
 PUSHED = [mode.value for mode in DeliveryMode if mode is not DeliveryMode.POLL]
@@ -57,27 +61,27 @@ class Failed:
 
 async def claim_jobs(services: Services, *, worker: str, limit: int) -> list[Job | Failed]:
     """Lease up to ``limit`` due image deliveries (pull-mode ones wait for the client instead), each
-    with what its attempt needs, in one short transaction: the lease and one joined read."""
-    async with services.db.write() as s:
-        leased = await outbox.lease(
-            s,
-            Delivery,
-            worker=worker,
-            limit=limit,
-            seconds=services.settings.delivery_lease_seconds,
-            where=[col(Delivery.kind).in_(PUSHED)],
-        )
-        if not leased:
-            return []
-        rows = await s.exec(
-            select(Delivery.id, Image, UploadSession, Project, Destination)  # type: ignore[call-overload]
-            .join(Image, col(Image.id) == Delivery.image_id)
-            .join(UploadSession, col(UploadSession.id) == Delivery.session_id)
-            .join(Project, col(Project.id) == Delivery.project_id)
-            .outerjoin(Destination, col(Destination.id) == Delivery.destination_id)
-            .where(col(Delivery.id).in_([delivery.id for delivery in leased]))
-        )
-        related = {row[0]: row[1:] for row in rows.all()}
+    with what its attempt needs, in one unit: the lease and one read joined with image, session,
+    project and destination."""
+    seconds = services.settings.delivery_lease_seconds
+
+    def claiming(conn: Connection) -> tuple[list[Delivery], dict[str, tuple[Any, ...]]]:
+        with Session(bind=conn) as s:
+            where = [col(Delivery.kind).in_(PUSHED)]
+            leased = outbox.lease(s, Delivery, worker=worker, limit=limit, seconds=seconds, where=where)
+            if not leased:
+                return [], {}
+            rows = s.exec(
+                select(Delivery.id, Image, UploadSession, Project, Destination)  # type: ignore[call-overload]
+                .join(Image, col(Image.id) == Delivery.image_id)
+                .join(UploadSession, col(UploadSession.id) == Delivery.session_id)
+                .join(Project, col(Project.id) == Delivery.project_id)
+                .outerjoin(Destination, col(Destination.id) == Delivery.destination_id)
+                .where(col(Delivery.id).in_([delivery.id for delivery in leased]))
+            )
+            return leased, {row[0]: row[1:] for row in rows.all()}
+
+    leased, related = await services.db.run(claiming)
     return [
         _job(services, delivery, *related[delivery.id])
         if delivery.id in related
@@ -124,6 +128,7 @@ def _job(
         created_at=image.created_at,
         tags=tags_as_object(session.tags),
         chunks=chunks,
+        load=functools.partial(storage.read_all, image.storage_key) if isinstance(storage, LocalStorage) else None,
     )
     context = DeliveryContext(settings=services.settings, signing_secrets=signing_secrets(services, project))
     return Job(delivery=delivery, kind=delivery.kind.value, config=config, context=context, payload=payload)
@@ -173,26 +178,54 @@ class Attempted:
 
 
 async def record_attempts(services: Services, attempts: Sequence[Attempted], *, worker: str) -> list[Delivery | None]:
-    """Store several attempts and their consequences in one transaction, then publish their events.
+    """Store several attempts and their consequences in one unit, then publish their events.
 
     Each answer is the delivery as stored, or None when this worker's lease was lost meanwhile
-    (another worker took the row over, so this attempt is not recorded).
+    (another worker took the row over, so this attempt is not recorded). The unit is Core
+    statements: each outcome is one guarded UPDATE, and the attempt and event rows go in as
+    prepared inserts; the stored state is known without reading it back (it is what was written).
     """
-    rows = {attempted.delivery.id: _attempt_row(services, attempted, worker=worker) for attempted in attempts}
-    events: list[Envelope] = []
-    async with services.db.write() as s:
-        settled = await outbox.settle_many(
-            s, Delivery, {key: values for key, (_, values) in rows.items()}, worker=worker
-        )
-        for key, stored in settled.items():
-            attempt = rows[key][0]
-            s.add(attempt)
-            event = delivery_event(stored, attempt)
-            s.add(event.to_row())
-            events.append(event)
+    now = utcnow()
+    planned = [(attempted, *_attempt_row(services, attempted, worker=worker)) for attempted in attempts]
+    changed = ("lease_owner", "lease_expires_at", "updated_at", *{key for _, _, values in planned for key in values})
+    snapshots = [{name: getattr(attempted.delivery, name) for name in changed} for attempted, _, _ in planned]
+
+    def recording(conn: Connection) -> list[tuple[Delivery, Envelope] | None]:
+        stored: list[tuple[Delivery, Envelope] | None] = []
+        rows: list[SQLModel] = []
+        for attempted, attempt, values in planned:
+            values = {**values, "updated_at": now}
+            if not outbox.settle_held(conn, Delivery, attempted.delivery.id, worker=worker, values=values):
+                stored.append(None)
+                continue
+            delivery = _as_stored(attempted.delivery, values)
+            event = delivery_event(delivery, attempt)
+            rows += [attempt, event.to_row()]
+            stored.append((delivery, event))
+        if rows:
+            inserting(*rows)(conn)
+        return stored
+
+    try:
+        stored = await services.db.run(recording)
+    except Exception:
+        # nothing was stored: the worker retries these attempts, from the deliveries as they were
+        for (attempted, _, _), before in zip(planned, snapshots, strict=True):
+            for name, value in before.items():
+                setattr(attempted.delivery, name, value)
+        raise
+    events = [event for pair in stored if pair is not None for event in pair[1:]]
     if events:
         await services.bus.publish(events)
-    return [settled.get(attempted.delivery.id) for attempted in attempts]
+    return [pair[0] if pair is not None else None for pair in stored]
+
+
+def _as_stored(delivery: Delivery, values: dict[str, Any]) -> Delivery:
+    """``delivery`` (the worker's detached copy, no longer used by its attempt) changed to read as its
+    row now does, after an outcome wrote ``values`` and released the lease."""
+    for name, value in {**values, "lease_owner": None, "lease_expires_at": None}.items():
+        setattr(delivery, name, DeliveryStatus(value) if name == "status" else value)
+    return delivery
 
 
 def _attempt_row(services: Services, attempted: Attempted, *, worker: str) -> tuple[DeliveryAttempt, dict[str, Any]]:

@@ -4,17 +4,24 @@ A lease is one statement (an UPDATE of the rows its subquery picks). PostgreSQL 
 workers hold (``FOR UPDATE SKIP LOCKED``); SQLite runs write transactions one at a time, so the
 statement is already exclusive there. Leases are short and the worker renews the ones it holds
 while it works, so the rows of a worker that died are free again within one lease.
+
+Leases, renewals, outcomes and hand-backs are units for ``Database.run``: on SQLite they share the
+group writer's transactions with every other write of the process (one thread round trip each, no
+asyncio lock held while they wait), on PostgreSQL each is one transaction.
 """
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, or_, update
-from sqlmodel import col, select
+from sqlalchemy.engine import Connection, Dialect
+from sqlmodel import Session, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from photodrop.context import Services
@@ -28,13 +35,17 @@ async def claim(
     services: Services, table: type[Row], *, worker: str, limit: int, where: Sequence[ColumnElement[bool]] = ()
 ) -> list[Row]:
     """Lease up to ``limit`` rows of ``table`` for ``worker``."""
-    async with services.db.write() as s:
-        seconds = services.settings.delivery_lease_seconds
-        return await lease(s, table, worker=worker, limit=limit, seconds=seconds, where=where)
+    seconds = services.settings.delivery_lease_seconds
+
+    def claiming(conn: Connection) -> list[Row]:
+        with Session(bind=conn) as s:
+            return lease(s, table, worker=worker, limit=limit, seconds=seconds, where=where)
+
+    return await services.db.run(claiming)
 
 
-async def lease(
-    s: AsyncSession,
+def lease(
+    s: Session,
     table: type[Row],
     *,
     worker: str,
@@ -42,7 +53,8 @@ async def lease(
     seconds: float,
     where: Sequence[ColumnElement[bool]] = (),
 ) -> list[Row]:
-    """Lease up to ``limit`` due rows for ``seconds``, in one statement inside the caller's transaction."""
+    """Lease up to ``limit`` due rows for ``seconds``, in one statement inside the caller's transaction
+    (a Session bound to a unit's connection)."""
     now = utcnow()
     status, lease_expires_at = col(table.status), col(table.lease_expires_at)
     due = or_(
@@ -57,7 +69,7 @@ async def lease(
         .with_for_update(skip_locked=True)
     )
     until = now + timedelta(seconds=seconds)
-    claimed = await s.exec(
+    claimed = s.exec(
         update(table)
         .where(col(table.id).in_(chosen))
         .values(status=DeliveryStatus.SENDING.value, lease_owner=worker, lease_expires_at=until)
@@ -71,14 +83,16 @@ async def renew(services: Services, *, worker: str) -> None:
     """Extend the lease on every row ``worker`` holds (a heartbeat): a live worker keeps its rows
     however long an attempt takes, while a dead one's lapse within one short lease."""
     until = utcnow() + timedelta(seconds=services.settings.delivery_lease_seconds)
-    async with services.db.write() as s:
+
+    def renewing(conn: Connection) -> None:
         for table in (Delivery, Notification):
-            await s.exec(
+            conn.execute(
                 update(table)
                 .where(col(table.lease_owner) == worker, col(table.status) == DeliveryStatus.SENDING.value)
                 .values(lease_expires_at=until)
-                .execution_options(synchronize_session=False)
             )
+
+    await services.db.run(renewing)
 
 
 async def settle(s: AsyncSession, table: type[Row], row_id: str, *, worker: str, values: dict[str, Any]) -> Row | None:
@@ -95,35 +109,55 @@ async def settle(s: AsyncSession, table: type[Row], row_id: str, *, worker: str,
     return settled
 
 
-async def settle_many(
-    s: AsyncSession, table: type[Row], values: dict[str, dict[str, Any]], *, worker: str
-) -> dict[str, Row]:
-    """Apply several attempts' outcomes (row id -> new values) inside the caller's transaction, to
-    the rows ``worker`` still holds; those are returned, by id. One read locks them all, and the
-    unit of work writes the changes back in a statement or two however many there are."""
-    held = await s.exec(
-        select(table).where(col(table.id).in_(list(values)), col(table.lease_owner) == worker).with_for_update()
-    )
-    now = utcnow()
-    settled: dict[str, Row] = {}
-    for row in held.all():
-        changes = {"lease_owner": None, "lease_expires_at": None, "updated_at": now, **values[row.id]}
-        changes["status"] = DeliveryStatus(changes.get("status", row.status))
-        for name, value in changes.items():
-            setattr(row, name, value)
-        settled[row.id] = row
-    return settled
+def settle_held(conn: Connection, table: type[Row], row_id: str, *, worker: str, values: dict[str, Any]) -> bool:
+    """Apply an attempt's outcome inside a unit's transaction, if ``worker`` still holds the lease:
+    False when the lease ran out and another worker took the row meanwhile (nothing is changed).
+
+    On SQLite the UPDATE goes straight to the driver as a prepared statement, its values converted
+    by the columns' own types: SQLAlchemy's execution path costs many times the update there."""
+    changes = {"lease_owner": None, "lease_expires_at": None, **values}
+    if conn.dialect.name != "sqlite":
+        statement = update(table).where(col(table.id) == row_id, col(table.lease_owner) == worker).values(**changes)
+        return bool(conn.execute(statement).rowcount)
+    prepared = _prepared_settle(table, tuple(changes), conn.dialect)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(prepared.sql, [*prepared.values(changes), row_id, worker])
+        return bool(cursor.rowcount)
+    finally:
+        cursor.close()
+
+
+@dataclass(frozen=True)
+class _PreparedSettle:
+    sql: str
+    columns: Sequence[tuple[str, Callable[[Any], Any] | None]]  # column, and how its type stores a value
+
+    def values(self, changes: dict[str, Any]) -> list[Any]:
+        return [changes[key] if store is None else store(changes[key]) for key, store in self.columns]
+
+
+@functools.cache
+def _prepared_settle(table: type[SQLModel], keys: tuple[str, ...], dialect: Dialect) -> _PreparedSettle:
+    columns = table.__table__.columns  # type: ignore[attr-defined]
+    assignments = ", ".join(f"{columns[key].name} = ?" for key in keys)
+    sql = f"UPDATE {table.__tablename__} SET {assignments} WHERE id = ? AND lease_owner = ?"  # noqa: S608
+    stores = [(key, columns[key].type.dialect_impl(dialect).bind_processor(dialect)) for key in keys]
+    return _PreparedSettle(sql, stores)
 
 
 async def release(services: Services, table: type[Row], *, worker: str) -> int:
     """Hand back every row ``worker`` holds, so another worker can take it at once."""
-    async with services.db.write() as s:
-        result = await s.exec(
+
+    def releasing(conn: Connection) -> int:
+        result = conn.execute(
             update(table)
             .where(col(table.lease_owner) == worker, col(table.status) == DeliveryStatus.SENDING.value)
             .values(status=DeliveryStatus.PENDING.value, lease_owner=None, lease_expires_at=None)
         )
         return int(result.rowcount or 0)
+
+    return await services.db.run(releasing)
 
 
 def after_failure(attempts: int, error: DeliveryError, delays: list[float]) -> dict[str, Any]:
