@@ -1,8 +1,9 @@
 """Event envelopes, the channels they travel on, and the bus that fans them out to subscribers.
 
-A broadcaster backend carries each envelope between processes. Inside a process one listener
-reads them all and dispatches each, decoded once, to the bounded mailboxes attached to its
-channel, so a slow consumer can never make memory grow.
+A broadcaster backend carries each envelope between processes. The publishing process hands
+its own mailboxes each envelope at once, as an object; every other process has one listener that
+reads what the backend delivers and dispatches each, decoded once, to the bounded mailboxes
+attached to its channel, so a slow consumer can never make memory grow.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import functools
 import json
 import logging
+import secrets
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from broadcaster._backends.base import BroadcastBackend
+from broadcaster._backends.memory import MemoryBackend
 from sqlmodel import col, select
 
 from photodrop.broadcast import ReconnectingBackend, open_backend
@@ -94,12 +97,18 @@ class Envelope:
             created_at=row.created_at,
         )
 
-    def to_json(self) -> str:
-        return json.dumps({**self.public(), "project_id": self.project_id, "session_id": self.session_id})
+    def to_json(self, origin: str | None = None) -> str:
+        """The envelope as the broadcast carries it; ``origin`` names the bus that published it."""
+        return json.dumps(
+            {**self.public(), "project_id": self.project_id, "session_id": self.session_id, "origin": origin}
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Envelope:
-        raw = json.loads(text)
+        return cls.from_message(json.loads(text))
+
+    @classmethod
+    def from_message(cls, raw: dict[str, Any]) -> Envelope:
         return cls(
             id=raw["id"],
             type=raw["type"],
@@ -218,9 +227,11 @@ class EventBus:
 
     One listener per process reads everything the broadcast backend delivers and dispatches it by
     channel to the mailboxes attached there; the backend subscribes each channel once, whatever
-    the number of local mailboxes. When a networked broadcast loses its server and gets it back,
-    every live channel is handed the events recorded meanwhile, read from the database:
-    subscribers never miss a final state. ``channel_prefix`` keeps deployments (or test runs)
+    the number of local mailboxes. This process's own events reach its mailboxes straight from
+    ``publish``, without the round trip through the backend and a task switch or two on the way:
+    the listener drops them when the backend brings them back. When a networked broadcast loses
+    its server and gets it back, every live channel is handed the events recorded meanwhile, read
+    from the database: subscribers never miss a final state. ``channel_prefix`` keeps deployments (or test runs)
     that share one broadcast server apart.
     """
 
@@ -228,6 +239,10 @@ class EventBus:
         self._backend = backend
         self._db = db
         self._prefix = channel_prefix
+        # Stamped on what this bus publishes, so its listener knows its own events when they come back.
+        self._origin = secrets.token_hex(8)
+        # A memory backend reaches no other process: this bus's own dispatch is all there is to do.
+        self._in_process = isinstance(backend, MemoryBackend)
         # Each channel's mailboxes, with when each subscribed.
         self._mailboxes: dict[str, dict[Mailbox, datetime]] = {}
         # The backend's subscription of each channel, while it is being made or undone.
@@ -273,9 +288,13 @@ class EventBus:
         """Announce committed events. A broadcast that is down loses nothing: the events are
         recorded, and subscribers catch up from the record once it is back."""
         for envelope in envelopes:
-            message = envelope.to_json()
             channels = [session_channel(envelope.session_id)] if envelope.session_id else []
             channels.append(project_channel(envelope.project_id))
+            for channel in channels:
+                self._dispatch(channel, envelope)
+            if self._in_process:
+                continue
+            message = envelope.to_json(self._origin)
             for channel in channels:
                 try:
                     await self._backend.publish(self._prefix + channel, message)
@@ -337,20 +356,31 @@ class EventBus:
         except Exception as exc:
             log.warning("could not unsubscribe %s: %s", channel, exc)
 
+    def _dispatch(self, channel: str, envelope: Envelope) -> None:
+        boxes = self._mailboxes.get(channel)
+        if boxes:
+            for mailbox in list(boxes):
+                try:
+                    mailbox.offer(envelope)
+                except Exception:  # one broken mailbox must fail neither the publisher nor the others
+                    log.exception("a mailbox on %s refused an event", channel)
+
     async def _listen(self) -> None:
         skip = len(self._prefix)
         while True:
             event = await self._backend.next_published()
-            boxes = self._mailboxes.get(event.channel[skip:])
-            if not boxes:
+            channel = event.channel[skip:]
+            if not self._mailboxes.get(channel):
                 continue
             try:
-                envelope = Envelope.from_json(event.message)
-            except (ValueError, KeyError, TypeError):
+                raw = json.loads(event.message)
+                if raw.get("origin") == self._origin:
+                    continue  # published here, and dispatched then
+                envelope = Envelope.from_message(raw)
+            except (ValueError, KeyError, TypeError, AttributeError):
                 log.warning("ignored a malformed message on %s", event.channel)
                 continue
-            for mailbox in list(boxes):
-                mailbox.offer(envelope)
+            self._dispatch(channel, envelope)
 
     async def _catch_up(self, lost_at: datetime) -> None:
         """Offer every live channel the events recorded since shortly before the connection was lost."""

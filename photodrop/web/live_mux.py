@@ -15,12 +15,14 @@ import asyncio
 import json
 import logging
 from collections import OrderedDict
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from inspect import isawaitable
 from typing import Any
 
 from graphql import (
     DocumentNode,
+    ExecutionResult,
     FieldNode,
     GraphQLError,
     GraphQLField,
@@ -39,7 +41,14 @@ from photodrop.context import Principal, Services
 from photodrop.errors import PhotodropError
 from photodrop.events import Envelope, SharedMailbox
 from photodrop.models import UploadSession
-from photodrop.resolvers.live import MAX_PENDING_EVENTS, MAX_PENDING_SESSIONS, EventWatch, SessionWatch, Watch
+from photodrop.resolvers.live import (
+    MAX_PENDING_EVENTS,
+    MAX_PENDING_SESSIONS,
+    EventWatch,
+    SessionReads,
+    SessionWatch,
+    Watch,
+)
 from photodrop.schema import validation_rules
 from photodrop.schema.context import GraphQLContext, Loaders
 from photodrop.schema.errors import as_graphql_error, shape_errors
@@ -84,6 +93,7 @@ def _json(value: Any) -> str:
 class Plan:
     """A subscription document that passed parsing and validation, and the live field it asks for."""
 
+    query: str  # the text, shared by every group keyed on it
     document: DocumentNode
     field_node: FieldNode
     field: GraphQLField
@@ -192,7 +202,12 @@ class LiveConnection:
 
 
 class Group(SharedMailbox):
-    """The subscribers of one live field with the same document, variables and project."""
+    """The subscribers of one live field with the same document, variables and project.
+
+    An update is executed, serialised and queued for every member as soon as the bus offers it,
+    in the publisher's own turn of the event loop: no task of the group's stands between the
+    publish and each connection's writer, unless an execution has to wait on something.
+    """
 
     def __init__(
         self, hub: LiveHub, key: tuple[str, ...], watch: Watch, operation: Operation, principal: Principal
@@ -208,11 +223,12 @@ class Group(SharedMailbox):
         self.records: dict[Record, None] = {}
         self.latest: str | None = None  # the newest payload of a one-session watch, for late joiners
         self.latest_version = 0
-        self.pending: OrderedDict[str, UploadSession | Envelope] = OrderedDict()
-        self.delivered: OrderedDict[str, int] = OrderedDict()
-        self.started: asyncio.Task[bool] | None = None
+        # Built on the first update that needs them: most groups wait idle for most of their life.
+        self.pending: OrderedDict[str, UploadSession | Envelope] | None = None
+        self.delivered: OrderedDict[str, int] | None = None
+        self.started: asyncio.Task[None] | None = None
         self.ready = False  # following the channel, its first state (if any) sent
-        self.worker: asyncio.Task[None] | None = None
+        self.worker: asyncio.Task[None] | None = None  # finishing an execution that had to wait
         self.over = False
 
     @property
@@ -220,82 +236,118 @@ class Group(SharedMailbox):
         return len(self.records)
 
     def offer(self, envelope: Envelope) -> None:
+        delivered = self.delivered
+        item: UploadSession | Envelope
         if isinstance(self.watch, EventWatch):
-            if envelope.id in self.delivered:
+            if delivered is not None and envelope.id in delivered:
                 return  # offered again after a reconnect, having arrived live already
             self._remember(envelope.id, 0)
-            self.pending[envelope.id] = envelope
+            key, item = envelope.id, envelope
         else:
             session = self.watch.pick(envelope)
             if session is None:
                 return
-            held = self.pending.get(session.id)
-            newest = max(held.version if isinstance(held, UploadSession) else 0, self.delivered.get(session.id, 0))
+            held = self.pending.get(session.id) if self.pending else None
+            newest = max(
+                held.version if isinstance(held, UploadSession) else 0,
+                delivered.get(session.id, 0) if delivered is not None else 0,
+            )
             if session.version <= newest:
                 return
-            self.pending[session.id] = session
-        if self.worker is None:
-            self.worker = asyncio.create_task(self._work(), name=f"photodrop-live:{self.channel}")
+            key, item = session.id, session
+        if self.pending is None:
+            self.pending = OrderedDict()
+        self.pending[key] = item
+        if self.ready and self.worker is None:
+            self._drain()
 
     def _remember(self, key: str, version: int) -> None:
+        if self.delivered is None:
+            self.delivered = OrderedDict()
         self.delivered[key] = version
         self.delivered.move_to_end(key)
         if len(self.delivered) > (MAX_PENDING_EVENTS if self.every_event else REMEMBERED_SESSIONS):
             self.delivered.popitem(last=False)
 
-    async def start(self) -> bool:
-        """Follow the channel, then take the watch's first state; False (members told why) if it failed."""
+    async def start(self) -> None:
+        """Follow the channel, then take the watch's first state; members are told why if it failed."""
         services = self.hub.services
         try:
             await services.bus.attach(self.channel, self)
             if self.over:  # every member left before it was attached
                 services.bus.detach(self.channel, self)
-                return False
-            first = await self.watch.start(services, self.principal)
+                return
+            first = await self.watch.start(self.hub.reads.get, self.principal)
+            if first is not None and not self.over:
+                rendered = self.hub.render(self, first)
+                self._send(first, rendered if isinstance(rendered, str) else await rendered)
         except PhotodropError as exc:
             self._fail(_json({"data": None, "errors": [as_graphql_error(exc).formatted]}))
-            return False
+            return
         except Exception:
             log.exception("could not start following %s", self.channel)
             self._fail(UNEXPECTED)
-            return False
-        if first is not None:
-            await self._advance(first)
+            return
+        finally:
+            self.started = None  # a finished task kept by every idle group would be memory for nothing
         self.ready = not self.over
-        self.started = None  # a finished task kept by every idle group would be memory for nothing
-        return self.ready
+        if self.ready:
+            self._drain()
 
     def _fail(self, payload: str) -> None:
         for record in list(self.records):
             record.conn.end(record, payload=payload)
         self._close()
 
-    async def _work(self) -> None:
+    def _drain(self) -> None:
+        """Send every pending update, as far as executions go without waiting; a wait goes on in a task."""
         try:
-            if not self.ready:
-                if self.started is None or not await self.started:
-                    return
             while self.pending and not self.over:
                 _, item = self.pending.popitem(last=False)
-                if isinstance(item, Envelope):
-                    payload = await self.hub.execute(self, item)
-                    for record in list(self.records):
-                        if not record.conn.push(record, record.prefix + payload + "}"):
-                            self._cut_off(record)
-                else:
+                if isinstance(item, UploadSession):
                     self._remember(item.id, item.version)
-                    await self._advance(item)
+                    if isinstance(self.watch, SessionWatch) and item.version <= self.latest_version:
+                        self._send(item, None)
+                        continue
+                rendered = self.hub.render(self, item)
+                if not isinstance(rendered, str):
+                    self.worker = asyncio.create_task(
+                        self._resume(item, rendered), name=f"photodrop-live:{self.channel}"
+                    )
+                    return
+                self._send(item, rendered)
         except Exception:
             log.exception("a live group on %s failed", self.channel)
             self._fail(UNEXPECTED)
+
+    async def _resume(self, item: UploadSession | Envelope, rendered: Awaitable[str]) -> None:
+        try:
+            payload = await rendered
+            if not self.over:
+                self._send(item, payload)
+        except Exception:
+            log.exception("a live group on %s failed", self.channel)
+            self._fail(UNEXPECTED)
+            return
         finally:
             self.worker = None
+        self._drain()
 
-    async def _advance(self, session: UploadSession) -> None:
-        """Send ``session`` to every member that has not had it (or a newer version) yet."""
+    def _send(self, item: UploadSession | Envelope, payload: str | None) -> None:
+        """Queue ``item``'s ``payload`` for every member that has not had it (or a newer version) yet.
+
+        ``payload`` is None for a version of a one-session watch no newer than the one it holds.
+        """
+        if isinstance(item, Envelope):
+            assert payload is not None
+            for record in list(self.records):
+                if not record.conn.push(record, record.prefix + payload + "}"):
+                    self._cut_off(record)
+            return
+        session = item
         if isinstance(self.watch, SessionWatch):
-            if session.version > self.latest_version:
-                self.latest = await self.hub.execute(self, session)
+            if payload is not None and session.version > self.latest_version:
+                self.latest = payload
                 self.latest_version = session.version
             if self.latest is None:
                 return
@@ -303,7 +355,8 @@ class Group(SharedMailbox):
             behind = [record for record in self.records if record.version < self.latest_version]
             final = self.watch.ends_with(session) and session.version >= self.latest_version
         else:
-            frame_payload = await self.hub.execute(self, session)
+            assert payload is not None
+            frame_payload = payload
             behind = list(self.records)
             final = False
         for record in behind:
@@ -340,8 +393,6 @@ class Group(SharedMailbox):
         self.over = True
         self.hub.groups.pop(self.key, None)
         self.hub.services.bus.detach(self.channel, self)
-        if self.worker is not None and self.worker is not asyncio.current_task():
-            self.worker.cancel()
 
 
 class LiveHub:
@@ -354,6 +405,7 @@ class LiveHub:
         self._plans: OrderedDict[tuple[str, str | None], Plan | None] = OrderedDict()
         self._rules = (*specified_rules, *validation_rules(services.settings))
         self.executions = 0  # how many times a group executed its document: what sharing saves
+        self.reads = SessionReads(services)  # first states, read in batches for the groups starting
         self._request: WebSocket | None = None
 
     def _executor(self, operation: Operation, principal: Principal) -> Executor[GraphQLContext] | list[GraphQLError]:
@@ -409,7 +461,7 @@ class LiveHub:
         subscription = self.schema._schema.subscription_type
         if node.name.value not in LIVE_FIELDS or subscription is None:
             return None
-        return Plan(document, node, subscription.fields[node.name.value], node.name.value)
+        return Plan(query, document, node, subscription.fields[node.name.value], node.name.value)
 
     def join(
         self,
@@ -425,7 +477,7 @@ class LiveHub:
             return False
         variables = payload.get("variables")
         operation_name = payload.get("operationName")
-        key = (principal.project_id, payload["query"], str(operation_name), _json(variables))
+        key = (principal.project_id, plan.query, str(operation_name), _json(variables))
         group = self.groups.get(key)
         if group is None:
             if self._request is None:
@@ -458,19 +510,31 @@ class LiveHub:
         if conn.writer is not None:
             conn.writer.cancel()
 
-    async def execute(self, group: Group, item: UploadSession | Envelope) -> str:
-        """Run the group's document on one update and serialise the result, once for every member."""
+    def render(self, group: Group, item: UploadSession | Envelope) -> str | Awaitable[str]:
+        """The group's document run on one update and serialised, once for every member.
+
+        Live fields resolve from the update itself, so the answer is usually there at once; a
+        selection that reads more returns what to await for it.
+        """
         self.executions += 1
         executor = self._executor(group.operation, group.principal)
         assert isinstance(executor, Executor)  # the variables fitted when the group was made
         result = execute_subscription_event(executor.build_per_event_executor(live_view(item)))
         if isawaitable(result):
-            result = await result
-        payload: dict[str, Any] = {"data": result.data}
-        if result.errors:
-            payload["errors"] = [error.formatted for error in shape_errors(result.errors)]
-        return _json(payload)
+            return _serialised(result)
+        return _serialise(result)
 
 
 async def _nothing(*_: Any) -> Any:
     raise RuntimeError("a live group's context reaches no socket")
+
+
+def _serialise(result: ExecutionResult) -> str:
+    payload: dict[str, Any] = {"data": result.data}
+    if result.errors:
+        payload["errors"] = [error.formatted for error in shape_errors(result.errors)]
+    return _json(payload)
+
+
+async def _serialised(result: Awaitable[ExecutionResult]) -> str:
+    return _serialise(await result)
