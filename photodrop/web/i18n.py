@@ -28,7 +28,7 @@ CATALOGUE: dict[str, dict[str, Text]] = {
         "time_left": "time left",
         "valid_until": "Link valid until {when}",
         "accepted": "Accepted: {types}",
-        "max_dimension": "Large photos are reduced to {px} px before sending.",
+        "max_dimension": "Large photos are reduced to {px} px.",
         "take_photo": "Take a photo",
         "pick_photos": "Choose from gallery",
         "send": "Send",
@@ -59,6 +59,21 @@ CATALOGUE: dict[str, dict[str, Text]] = {
         "reason_VALIDATION_ERROR": "This file could not be used.",
         "reason_INVALID_PASSWORD": "That password is not right.",
         "reason_RATE_LIMIT": "Too many tries. Wait a minute and try again.",
+        "reason_IMAGE_DIMENSION_TOO_LARGE": "This photo is larger than this link allows.",
+        "reason_NOT_FOUND": "This upload link does not exist.",
+        "reason_unknown": "This photo could not be sent.",
+        "remove": "Remove",
+        "remove_label": "Remove {name}",
+        "finish": "I’m done",
+        "summary": {
+            "one": "{n} photo received, you can close this page.",
+            "other": "{n} photos received, you can close this page.",
+        },
+        "overall": "{n} of {total} sent",
+        "progress_bytes": "{sent} of {total} · {percent} %",
+        "unit_kb": "kB",
+        "unit_mb": "MB",
+        "completed_now": "This upload has been closed: no more photos are taken.",
         "password_title": "Password needed",
         "password_heading": "This upload link needs a password",
         "password_label": "Password",
@@ -85,7 +100,7 @@ CATALOGUE: dict[str, dict[str, Text]] = {
         "time_left": "temps restant",
         "valid_until": "Lien valable jusqu’au {when}",
         "accepted": "Formats acceptés : {types}",
-        "max_dimension": "Les grandes photos sont réduites à {px} px avant l’envoi.",
+        "max_dimension": "Les grandes photos sont réduites à {px} px.",
         "take_photo": "Prendre une photo",
         "pick_photos": "Choisir dans la galerie",
         "send": "Envoyer",
@@ -116,6 +131,21 @@ CATALOGUE: dict[str, dict[str, Text]] = {
         "reason_VALIDATION_ERROR": "Ce fichier n’a pas pu être utilisé.",
         "reason_INVALID_PASSWORD": "Ce mot de passe n’est pas le bon.",
         "reason_RATE_LIMIT": "Trop d’essais. Attendez une minute puis réessayez.",
+        "reason_IMAGE_DIMENSION_TOO_LARGE": "Cette photo est plus grande que ce que ce lien accepte.",
+        "reason_NOT_FOUND": "Ce lien d’envoi n’existe pas.",
+        "reason_unknown": "Cette photo n’a pas pu être envoyée.",
+        "remove": "Retirer",
+        "remove_label": "Retirer {name}",
+        "finish": "J’ai terminé",
+        "summary": {
+            "one": "{n} photo reçue, vous pouvez fermer cette page.",
+            "other": "{n} photos reçues, vous pouvez fermer cette page.",
+        },
+        "overall": "{n} sur {total} envoyées",
+        "progress_bytes": "{sent} sur {total} · {percent} %",
+        "unit_kb": "ko",
+        "unit_mb": "Mo",
+        "completed_now": "Cet envoi vient d’être clos : il n’accepte plus de photos.",
         "password_title": "Mot de passe requis",
         "password_heading": "Ce lien d’envoi demande un mot de passe",
         "password_label": "Mot de passe",
@@ -153,6 +183,14 @@ SCRIPT_KEYS = (
     "all_sent",
     "expired_now",
     "error_status",
+    "remove",
+    "remove_label",
+    "summary",
+    "overall",
+    "progress_bytes",
+    "unit_kb",
+    "unit_mb",
+    "completed_now",
     *(key for key in CATALOGUE["en"] if key.startswith("reason_")),
 )
 
@@ -210,10 +248,10 @@ class Translator:
             values.setdefault("n", number)
         return text.format(**values) if values else text
 
-    def reason(self, code: str, fallback: str) -> str:
-        """Why the server refused something, in this language, or its own words for an unknown code."""
+    def reason(self, code: str) -> str:
+        """Why the server refused something, in this language only: never the server's English words."""
         text = CATALOGUE[self.lang].get(f"reason_{code}")
-        return text if isinstance(text, str) else fallback
+        return text if isinstance(text, str) else self("reason_unknown")
 
     def script_strings(self) -> dict[str, Text]:
         return {key: CATALOGUE[self.lang][key] for key in SCRIPT_KEYS}
