@@ -12,11 +12,17 @@
   var uploadUrl = root.dataset.uploadUrl;
   var tusUrl = root.dataset.tusUrl;
   var maxImages = Number(root.dataset.max);
-  var remaining = Number(root.dataset.remaining);
+  // Room left: what the page was told, less what this page has sent since, or what the live feed
+  // says (other phones may be sending too), whichever is less.
+  var roomAtLoad = Number(root.dataset.remaining);
+  var sentHere = 0;
+  var roomOnServer = Infinity;
   var deadline = Date.now() + Number(root.dataset.secondsLeft) * 1000;
-  // No progress for this long and the request is dropped and resumed (a test may shorten it).
-  var override = Number(new URLSearchParams(location.search).get("stall_seconds"));
-  var stallMs = (override > 0 ? override : Number(root.dataset.stallSeconds) || 30) * 1000;
+  // No progress for this long and the request is dropped and resumed; a test may shorten it, or
+  // the pieces (a cut loses at most one piece; each piece costs one round trip).
+  var query = new URLSearchParams(location.search);
+  var stallMs = (Number(query.get("stall_seconds")) || Number(root.dataset.stallSeconds) || 30) * 1000;
+  var CHUNK = (Number(query.get("chunk_kib")) || 1024) * 1024;
   var lang = document.documentElement.lang;
   var plurals = window.Intl && Intl.PluralRules
     ? new Intl.PluralRules(lang)
@@ -33,8 +39,6 @@
   var overallBar = document.getElementById("overall-bar");
   var finishButton = document.getElementById("finish");
 
-  // A cut loses at most one piece; each piece costs one round trip.
-  var CHUNK = 1024 * 1024;
   var TUS = { "Tus-Resumable": "1.0.0" };
   var MAX_AUTOMATIC_TRIES = 8;
   var MAX_BACKOFF_MS = 60000;
@@ -69,7 +73,11 @@
 
   // Photos still to come: the room left once every photo kept on this page has been sent.
   function room() {
-    return remaining - items.filter(pending).length;
+    return remaining() - items.filter(pending).length;
+  }
+
+  function remaining() {
+    return Math.max(0, Math.min(roomAtLoad - sentHere, roomOnServer));
   }
 
   function sent() {
@@ -77,7 +85,7 @@
   }
 
   function refresh() {
-    left.textContent = t("n_of_max", { n: Math.max(0, remaining), max: maxImages });
+    left.textContent = t("n_of_max", { n: remaining(), max: maxImages });
     var open = !closed && room() > 0;
     inputs.forEach(function (input) {
       input.disabled = !open;
@@ -87,7 +95,7 @@
     overallBar.max = Math.max(1, items.length);
     overallBar.value = sent();
     finishButton.hidden = closed || !sent() || items.some(pending);
-    if (remaining <= 0 && !closed && !sending) finish(t("summary", { n: sent() }, sent()), false);
+    if (remaining() <= 0 && !closed && !sending) finish(t("summary", { n: sent() }, sent()), false);
   }
 
   function finish(text, isError) {
@@ -469,7 +477,7 @@
   // answeredByUs: this page sent the last byte and heard back, so the page's count of room left
   // did not include the photo yet (a photo found complete after a reload was already counted).
   function delivered(item, answeredByUs) {
-    if (answeredByUs) remaining -= 1;
+    if (answeredByUs) sentHere += 1;
     item.view.bar.value = 100;
     show(item, "done", t("st_done"));
     store.put(item);
@@ -487,7 +495,7 @@
   // The session ended on the server: said once the photo on its way has had its answer.
   function settle() {
     if (!ending || sending || closed) return false;
-    finish(remaining <= 0 ? t("summary", { n: sent() }, sent()) : ending, remaining > 0);
+    finish(remaining() <= 0 ? t("summary", { n: sent() }, sent()) : ending, remaining() > 0);
     return true;
   }
 
@@ -510,7 +518,7 @@
     fail(item, reason, false);
     store.drop(item.id);
     if (SESSION_OVER[why]) {
-      if (why === "SESSION_FULL") remaining = 0;
+      if (why === "SESSION_FULL") roomOnServer = 0;
       sending = null;
       finish(why === "SESSION_FULL" ? t("summary", { n: sent() }, sent()) : reason, why !== "SESSION_FULL");
       return;
@@ -553,12 +561,14 @@
   }
 
   // The operator completing the session, or its end, reaches an open page within seconds.
+  // Closed while offline (it would only fail and try again) and opened again when back.
   function follow() {
-    if (!window.EventSource || !root.dataset.eventsUrl) return;
+    if (!window.EventSource || !root.dataset.eventsUrl || closed || navigator.onLine === false) return;
+    if (events) events.close();
     events = new EventSource(root.dataset.eventsUrl);
     events.addEventListener("session", function (event) {
       var state = JSON.parse(event.data);
-      remaining = Math.min(remaining, state.remaining);
+      roomOnServer = Math.min(roomOnServer, state.remaining);
       if (state.status === "completed" || state.status === "expired") {
         events.close();
         if (closed) return;
@@ -593,12 +603,14 @@
     event.returnValue = "";
   });
   window.addEventListener("offline", function () {
+    if (events) events.close();
     if (!closed) say(t("offline"));
     if (sending && sending.xhr) sending.xhr.abort();
   });
   window.addEventListener("online", function () {
     if (closed) return;
     say("");
+    follow();
     items.forEach(function (item) {
       if (item.state === "waiting") item.due = 0;
     });
