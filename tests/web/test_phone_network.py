@@ -33,6 +33,12 @@ CHUNK_KIB = 256
 CHUNK = CHUNK_KIB * 1024
 # Request lines and headers of one tus request, generously (the browser's are about 600 bytes).
 OVERHEAD = 2_000
+# Whether leaving the page now would ask first (what a beforeunload handler that cancels does).
+ASKS_BEFORE_LEAVING = """() => {
+  const leaving = new Event('beforeunload', {cancelable: true});
+  window.dispatchEvent(leaving);
+  return leaving.defaultPrevented;
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -190,9 +196,7 @@ def test_a_reload_mid_upload_resumes_from_indexeddb(live: ThreadedApp, proxy: Pr
     page.locator("#gallery").set_input_files(files)
     _wait_for_progress(page, 0, 50)
     # While something is unsent, leaving asks first.
-    assert page.evaluate(
-        "() => { const e = new Event('beforeunload', {cancelable: true}); window.dispatchEvent(e); return e.defaultPrevented; }"
-    )
+    assert page.evaluate(ASKS_BEFORE_LEAVING)
     page.on("dialog", lambda dialog: dialog.accept())
     page.reload()
     _network(page, up_kbps=2_400)
@@ -201,9 +205,7 @@ def test_a_reload_mid_upload_resumes_from_indexeddb(live: ThreadedApp, proxy: Pr
     _delivered(live, session["id"], files)
     total = sum(len(file["buffer"]) for file in files)
     assert proxy.bytes_up < total + CHUNK + 50 * OVERHEAD + 100_000  # + the page itself, fetched twice
-    assert not page.evaluate(
-        "() => { const e = new Event('beforeunload', {cancelable: true}); window.dispatchEvent(e); return e.defaultPrevented; }"
-    )
+    assert not page.evaluate(ASKS_BEFORE_LEAVING)
 
 
 def test_the_language_switch_mid_upload_keeps_the_queue(live: ThreadedApp, proxy: Proxy, page: Page) -> None:
