@@ -25,6 +25,7 @@ from photodrop.errors import PhotodropError
 from photodrop.metrics import Metrics
 from photodrop.resolvers.retention import purge_delivered, remove_orphans
 from photodrop.resolvers.sessions import expire_due_sessions
+from photodrop.resolvers.tus import sweep_uploads
 from photodrop.web import assets, dashboard, pages
 from photodrop.web.api import error_body, error_response, services
 from photodrop.web.graphql import PhotodropGraphQL
@@ -52,6 +53,8 @@ def create_app(settings: Settings) -> Starlette:
         services = dataclasses.replace(services, metrics=Metrics(settings.metrics_dir))
         background = [
             asyncio.create_task(_every(services.settings.sweep_interval, expire_due_sessions, services)),
+            # Abandoned resumable uploads: their bytes removed, their slots given back.
+            asyncio.create_task(_every(services.settings.sweep_interval, sweep_uploads, services)),
             asyncio.create_task(_every(services.settings.purge_interval, purge_delivered, services)),
             # At start, a crash's leftovers; from then on, those of crashes of the other processes.
             asyncio.create_task(_every(services.settings.orphan_grace, remove_orphans, services)),

@@ -59,6 +59,27 @@ class Expired(PhotodropError):
     code = "SESSION_EXPIRED"
 
 
+class OffsetMismatch(PhotodropError):
+    """A resumable upload's chunk does not start where the bytes received so far end."""
+
+    status_code = 409
+    code = "UPLOAD_OFFSET_MISMATCH"
+
+
+class VersionUnsupported(PhotodropError):
+    """A resumable-upload request that speaks a version of the protocol photodrop does not."""
+
+    status_code = 412
+    code = "TUS_VERSION_UNSUPPORTED"
+
+
+class ChecksumMismatch(PhotodropError):
+    """A resumable upload's chunk does not match the checksum sent with it (tus's own status)."""
+
+    status_code = 460
+    code = "CHECKSUM_MISMATCH"
+
+
 class TooLarge(PhotodropError):
     status_code = 413
     code = "FILE_TOO_LARGE"

@@ -170,6 +170,8 @@ class UploadSession(SQLModel, table=True):
     version: int = 1
     max_images: int
     image_count: int = 0
+    # Slots held by resumable uploads begun but not finished: they count against max_images.
+    reserved_count: int = 0
     allowed_mime_types: list[str] = Field(sa_column=Column(JSON, nullable=False))
     delivery_mode: DeliveryMode = _enum(DeliveryMode)
     webhook_url: str | None = Field(default=None, max_length=2048)
@@ -208,7 +210,10 @@ PASSWORD_WITHHELD = "withheld"  # noqa: S105  (a marker, not a credential)
 
 
 class Image(SQLModel, table=True):
-    __table_args__ = (Index("ix_image_session_index", "session_id", "index", unique=True),)
+    __table_args__ = (
+        Index("ix_image_session_index", "session_id", "index", unique=True),
+        Index("ix_image_session_client_key", "session_id", "client_key", unique=True),
+    )
 
     id: str = Field(primary_key=True, max_length=40)
     session_id: str = Field(foreign_key="upload_session.id", max_length=40)
@@ -220,8 +225,12 @@ class Image(SQLModel, table=True):
     width: int
     height: int
     sha256: str = Field(max_length=64)
+    # The uploaded file's sha256 when photodrop scaled it down; ``sha256`` is then the delivered one's.
+    original_sha256: str | None = Field(default=None, max_length=64)
     storage_key: str = Field(max_length=300)
     source: str = Field(default="camera", max_length=64)
+    # The uploader's idempotency key (with ``#n`` for the n-th file of one request): a replay finds it.
+    client_key: str | None = Field(default=None, max_length=220)
     # Arrived inside an encrypted envelope (X-Aptr-Encrypted) and was decrypted on arrival.
     is_encrypted: bool = False
     created_at: datetime = _when()
@@ -362,6 +371,36 @@ class PasswordFailure(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     session_id: str = Field(foreign_key="upload_session.id", max_length=40)
     at: datetime = _when()
+
+
+class TusUpload(SQLModel, table=True):
+    """A resumable (tus) upload into a session: its progress here, its bytes in staging.
+
+    Kept in the database so any server process can take the next chunk; it holds one of the
+    session's ``reserved_count`` slots from its creation until it becomes an image or is dropped.
+    """
+
+    __tablename__ = "tus_upload"
+    __table_args__ = (
+        Index("ix_tus_upload_session_client_key", "session_id", "client_key", unique=True),
+        Index("ix_tus_upload_expiry", "expires_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    session_id: str = Field(foreign_key="upload_session.id", max_length=40)
+    project_id: str = Field(foreign_key="project.id", max_length=40)
+    length: int
+    offset: int = 0
+    # The staged objects holding the bytes received so far, in order: one per chunk taken.
+    chunks: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # Upload-Metadata as the client sent it, decoded (filename, filetype, source).
+    meta: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    client_key: str | None = Field(default=None, max_length=220)
+    # Set by the request that received the last byte, while it turns the bytes into an image.
+    completing_at: datetime | None = _when(nullable=True)
+    image_id: str | None = Field(default=None, max_length=40)
+    expires_at: datetime = _when()
+    created_at: datetime = _when()
 
 
 # --- inputs ---------------------------------------------------------------------------------

@@ -286,6 +286,38 @@ async def read_multipart(
     return reader.form
 
 
+async def spool_stream(
+    chunks: AsyncIterator[bytes],
+    *,
+    directory: Path,
+    filename: str | None,
+    content_type: str | None,
+    max_pixels: int,
+) -> SpooledFile:
+    """Spool a file that arrives as a plain stream of bytes (a resumable upload's staged chunks, in
+    order) the way ``read_multipart`` spools a part: written, hashed and checked as an image in one
+    pass, a batch at a time in a worker thread. The file is removed if the stream fails."""
+    fd, name = tempfile.mkstemp(dir=own_directory(directory), prefix="upload-", suffix=".part")
+    spooled = SpooledFile(field="file", filename=filename, content_type=content_type, path=Path(name))
+    sink = _Sink(spooled, os.fdopen(fd, "wb"), max_pixels)
+    batch: list[memoryview] = []
+    size = 0
+    try:
+        async for chunk in chunks:
+            batch.append(memoryview(chunk))
+            size += len(chunk)
+            if size - spooled.size >= BATCH:
+                await asyncio.wrap_future(_THREADS.submit(sink.take, batch, False))
+                spooled.size, batch = size, []
+        await asyncio.wrap_future(_THREADS.submit(sink.take, batch, True))
+        spooled.size = size
+    except BaseException:
+        sink.handle.close()
+        spooled.path.unlink(missing_ok=True)
+        raise
+    return spooled
+
+
 @dataclass
 class _Held:
     directory: Path

@@ -152,6 +152,11 @@ async def update_session(services: Services, principal: Principal, session_id: s
                     "(complete the session to stop it taking more)",
                     param="max_images",
                 )
+            if change.max_images < session.image_count + session.reserved_count:
+                raise InvalidInput(
+                    f"max_images must leave room for the {session.reserved_count} uploads under way",
+                    param="max_images",
+                )
             session.max_images = change.max_images
         if change.expires_at is not None:
             session.expires_at = change.expires_at

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import anyio
-from sqlalchemy import case, func, update
+from sqlalchemy import case, func, or_, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from photodrop.context import Principal, Services
@@ -88,14 +89,29 @@ async def verify_password(services: Services, session_id: str, password: str) ->
     return unlock_token(services, session) if session.password_hash else None
 
 
+async def _found(services: Services, session_id: str, principal: Principal | None) -> UploadSession:
+    session = await find_session(services, session_id)
+    if principal is not None and principal.project_id != session.project_id:
+        raise NotFound("no such upload session", param="id")
+    return session
+
+
 async def open_for_upload(
     services: Services, session_id: str, credentials: Credentials, principal: Principal | None = None
 ) -> UploadSession:
     """The session, once the uploader may add to it and it still takes photos."""
-    session = await find_session(services, session_id)
-    if principal is not None and principal.project_id != session.project_id:
-        raise NotFound("no such upload session", param="id")
-    _ensure_accepting(session)
+    session = await _found(services, session_id, principal)
+    ensure_accepting(session)
+    await _check_password(services, session, credentials)
+    return session
+
+
+async def authorised(
+    services: Services, session_id: str, credentials: Credentials, principal: Principal | None = None
+) -> UploadSession:
+    """The session, once the uploader has shown they may add to it, whatever state it is in:
+    for the steps of a resumable upload, which check the state each in its own way."""
+    session = await _found(services, session_id, principal)
     await _check_password(services, session, credentials)
     return session
 
@@ -109,10 +125,52 @@ async def open_for_watching(services: Services, session_id: str, credentials: Cr
 
 @dataclass(frozen=True)
 class Accepted:
-    """The images an upload added, and their session as the last one's commit left it."""
+    """The images an upload added, and their session as the last one's commit left it.
+
+    ``replayed`` says the request repeated an earlier one's idempotency key: the images are the
+    ones that earlier request stored, and nothing new was stored.
+    """
 
     images: list[Image]
     session: UploadSession
+    replayed: bool = False
+
+
+MAX_CLIENT_KEY = 200
+_CLIENT_KEY_CHARACTERS = frozenset(chr(code) for code in range(0x21, 0x7F)) - {"#"}
+
+
+def client_key_of(raw: str | None, *, param: str = "Idempotency-Key") -> str | None:
+    """The uploader's idempotency key, checked: 1 to 200 printable ASCII characters, no spaces or '#'."""
+    if raw is None:
+        return None
+    if not 0 < len(raw) <= MAX_CLIENT_KEY or not set(raw) <= _CLIENT_KEY_CHARACTERS:
+        raise InvalidInput(
+            f"an idempotency key is 1 to {MAX_CLIENT_KEY} printable ASCII characters without spaces or '#'",
+            param=param,
+        )
+    return raw
+
+
+def file_key(client_key: str | None, position: int) -> str | None:
+    """The key stored on the ``position``-th file of a request that carried ``client_key``."""
+    if client_key is None:
+        return None
+    return client_key if position == 0 else f"{client_key}#{position}"
+
+
+async def replayed_images(services: Services, session_id: str, client_key: str) -> list[Image]:
+    """The images an earlier request with this key stored in the session, in the order it sent them."""
+    async with services.db.read() as s:
+        rows = await s.exec(
+            select(Image)
+            .where(
+                Image.session_id == session_id,
+                or_(col(Image.client_key) == client_key, col(Image.client_key).startswith(f"{client_key}#")),
+            )
+            .order_by(col(Image.index))
+        )
+        return list(rows)
 
 
 @counts_refusals
@@ -125,6 +183,7 @@ async def accept_upload(
     credentials: Credentials,
     principal: Principal | None = None,
     encrypted: bool = False,
+    client_key: str | None = None,
 ) -> Accepted:
     """Stream a multipart body into the session; each ``file`` part becomes one image.
 
@@ -132,8 +191,21 @@ async def accept_upload(
     looks at them. Every image is committed on its own, with its deliveries and events, so a
     later file's failure never takes back an earlier one. The session comes back as the last
     commit wrote it, so the caller needs no second read to answer.
+
+    With ``client_key`` the request is idempotent: once a request with that key stored an image,
+    the same key returns what it stored (``replayed``) and stores nothing more, even when the
+    session has since filled up or completed. Two racing requests with one key store one copy.
     """
-    session = await open_for_upload(services, session_id, credentials, principal)
+    session = await _found(services, session_id, principal)
+    closed = refusal_of(session)
+    if closed is not None and client_key is None:
+        raise closed
+    await _check_password(services, session, credentials)
+    if client_key is not None and (earlier := await replayed_images(services, session.id, client_key)):
+        await _drain(body)  # the answer is the first request's, even once the session has closed
+        return Accepted(earlier, session, replayed=True)
+    if closed is not None:
+        raise closed
     settings = services.settings
     if encrypted:
         form = await read_encrypted(services, body, content_type, max_files=settings.max_images_limit)
@@ -151,22 +223,52 @@ async def accept_upload(
         files = [spooled for spooled in form.files if spooled.field == "file" and (spooled.filename or spooled.size)]
         if not files:
             raise InvalidInput("no image received: send it in a multipart part named 'file'", param="file")
-        room = session.max_images - session.image_count
+        room = session.max_images - session.image_count - session.reserved_count
         if len(files) > room:
             raise SessionFull(f"{len(files)} files sent but only {room} more fit in this session", param="file")
         source = (form.fields.get("source") or "camera").strip()[:MAX_SOURCE] or "camera"
         images = []
-        for spooled in files:
-            image, session = await _accept_file(services, session, spooled, source, encrypted)
+        for position, spooled in enumerate(files):
+            try:
+                image, session = await accept_spooled(
+                    services,
+                    session,
+                    spooled,
+                    source=source,
+                    encrypted=encrypted,
+                    client_key=file_key(client_key, position),
+                )
+            except _KeyTaken:
+                assert client_key is not None
+                return Accepted(await replayed_images(services, session.id, client_key), session, replayed=True)
             images.append(image)
         return Accepted(images, session)
     finally:
         form.discard()
 
 
-async def _accept_file(
-    services: Services, session: UploadSession, spooled: SpooledFile, source: str, encrypted: bool
+async def _drain(body: AsyncIterator[bytes]) -> None:
+    """Read a replayed request's body to its end, keeping none of it, so the answer is not a reset."""
+    async for _ in body:
+        pass
+
+
+async def accept_spooled(
+    services: Services,
+    session: UploadSession,
+    spooled: SpooledFile,
+    *,
+    source: str,
+    encrypted: bool = False,
+    client_key: str | None = None,
+    reserved: bool = False,
 ) -> tuple[Image, UploadSession]:
+    """Validate one spooled file, stage it and commit it as the session's next image, exactly once.
+
+    ``reserved`` says the file fills a slot a resumable upload reserved when it began (the
+    session's ``reserved_count``), so it needs no free slot of its own. Raises ``_KeyTaken``
+    when another request committed ``client_key`` first; nothing of this one is kept then.
+    """
     if spooled.size == 0:
         raise UnsupportedType(f"{spooled.filename or 'the file'} is empty", param="file")
     info = spooled.verdict
@@ -202,11 +304,15 @@ async def _accept_file(
                         .where(
                             col(UploadSession.id) == session.id,
                             col(UploadSession.status).in_(OPEN_STATUSES),
-                            col(UploadSession.image_count) < col(UploadSession.max_images),
+                            col(UploadSession.reserved_count) > 0
+                            if reserved
+                            else col(UploadSession.image_count) + col(UploadSession.reserved_count)
+                            < col(UploadSession.max_images),
                             col(UploadSession.expires_at) > now,
                         )
                         .values(
                             image_count=counted,
+                            reserved_count=col(UploadSession.reserved_count) - int(reserved),
                             version=col(UploadSession.version) + 1,
                             status=case(
                                 (counted >= col(UploadSession.max_images), SessionStatus.COMPLETED.value),
@@ -237,11 +343,17 @@ async def _accept_file(
                 sha256=spooled.sha256,
                 storage_key=key,
                 source=source,
+                client_key=client_key,
                 is_encrypted=encrypted,
                 created_at=now,
             )
             s.add(image)
-            await s.flush()  # the delivery row refers to the image; write that first
+            try:
+                await s.flush()  # the delivery row refers to the image; write that first
+            except IntegrityError:
+                if client_key is None:
+                    raise
+                raise _KeyTaken() from None
             targets: dict[str | None, DeliveryMode] = {None: session.delivery_mode}
             if session.destination_ids:
                 targets = {key: kind for key, kind in (await kinds_of(s, session.destination_ids)).items()}
@@ -275,7 +387,7 @@ async def _accept_file(
             await record_events(s, claimed, events)
     except _NoRoom:
         await services.storage.delete(key)
-        _ensure_accepting(await expire_if_due(services, await find_session(services, session.id)))
+        ensure_accepting(await expire_if_due(services, await find_session(services, session.id)))
         raise SessionFull("the session already has all the images it takes", param="file") from None
     except BaseException:
         await services.storage.delete(key)
@@ -290,14 +402,29 @@ class _NoRoom(Exception):
     """The conditional update found the session closed, full or out of time."""
 
 
-def _ensure_accepting(session: UploadSession) -> None:
+class _KeyTaken(Exception):
+    """Another request committed an image under the same idempotency key first."""
+
+
+# What callers of ``accept_spooled`` outside this module catch.
+KeyTaken = _KeyTaken
+
+
+def refusal_of(session: UploadSession) -> PhotodropError | None:
+    """Why the session takes no more photos (expired, completed, every slot taken or held), or None."""
     if session.status is SessionStatus.EXPIRED:
-        raise Expired("this upload link has expired", param="id")
-    full = session.image_count >= session.max_images
-    if full:
-        raise SessionFull(f"the session already has its {session.max_images} images", param="file")
+        return Expired("this upload link has expired", param="id")
+    if session.image_count + session.reserved_count >= session.max_images:
+        return SessionFull(f"the session already has its {session.max_images} images", param="file")
     if session.status is SessionStatus.COMPLETED:
-        raise StateConflict("the session is completed and takes no more images", param="id")
+        return StateConflict("the session is completed and takes no more images", param="id")
+    return None
+
+
+def ensure_accepting(session: UploadSession) -> None:
+    """Raise why the session takes no more photos, if it does not."""
+    if (refusal := refusal_of(session)) is not None:
+        raise refusal
 
 
 async def _check_password(services: Services, session: UploadSession, credentials: Credentials) -> None:

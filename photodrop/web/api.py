@@ -191,13 +191,22 @@ def _describe(op: Operation, schemas: dict[str, Any], prefix: str) -> dict[str, 
         operation["responses"][str(status)] = described
     for status in op.error_statuses():
         described = {
-            "description": _ERROR_DESCRIPTIONS.get(status, HTTPStatus(status).phrase),
+            "description": _ERROR_DESCRIPTIONS.get(status, phrase(status)),
             "content": {"application/json": {"schema": _ref(ErrorOut)}},
         }
         if status == 429:
             described["headers"] = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}
         operation["responses"][str(status)] = described
     return operation
+
+
+# Statuses some protocol defines that HTTP's registry does not (tus's checksum mismatch).
+_EXTRA_PHRASES = {460: "Checksum Mismatch"}
+
+
+def phrase(status: int) -> str:
+    """The reason phrase of ``status``, including those only a protocol photodrop speaks defines."""
+    return _EXTRA_PHRASES.get(status) or HTTPStatus(status).phrase
 
 
 _ERROR_DESCRIPTIONS = {
@@ -255,7 +264,7 @@ def error_body(
     status: int, code: str, message: str, param: str | None = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     """The REST error shape, ``{statusCode, error, code, message, param}``."""
-    body = ErrorOut(statusCode=status, error=HTTPStatus(status).phrase, code=code, message=message, param=param)
+    body = ErrorOut(statusCode=status, error=phrase(status), code=code, message=message, param=param)
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
 
 

@@ -195,6 +195,24 @@ async def test_real_responses_match_the_document(client: httpx.AsyncClient, key:
     await call("GET", f"/api/v1/upload-sessions/{sdk['id']}/delivery-status?pollFrom=x", headers=auth)
     await call("GET", "/api/v1/encryption/server-key")
     await call("GET", "/api/v1/encryption/key")
+    # Resumable uploads (tus).
+    resumable = await new_session(client, key, max_images=3)
+    endpoint = f"/api/v1/upload/{resumable['id']}/tus/"
+    tus_headers = {"Tus-Resumable": "1.0.0"}
+    chunk = {**tus_headers, "Content-Type": "application/offset+octet-stream"}
+    photo = image_bytes()
+    await call("OPTIONS", endpoint)
+    begun = await call("POST", endpoint, headers={**tus_headers, "Upload-Length": str(len(photo))})
+    await call("POST", endpoint, headers={"Upload-Length": "5"})
+    await call("POST", endpoint, headers={**tus_headers, "Upload-Length": str(10**12)})
+    upload_url = begun.headers["location"]
+    await call("HEAD", upload_url, headers=tus_headers)
+    await call("PATCH", upload_url, content=photo[:10], headers={**chunk, "Upload-Offset": "5"})
+    await call("PATCH", upload_url, content=photo[:10], headers={**chunk, "Upload-Offset": "0", "Content-Type": "x/y"})
+    await call("PATCH", upload_url, content=photo, headers={**chunk, "Upload-Offset": "0"})
+    dropped = await call("POST", endpoint, headers={**tus_headers, "Upload-Length": "10"})
+    await call("DELETE", dropped.headers["location"], headers=tus_headers)
+    await call("DELETE", dropped.headers["location"], headers=tus_headers)
     documented = {
         (method, path) for path, methods in doc["paths"].items() for method in methods if path.startswith("/v1/")
     }

@@ -3,7 +3,7 @@
 Importing this package registers every endpoint on ``api``.
 """
 
-from photodrop.web.rest import delivery, keys, projects, pull, sessions, stats, upload_sessions
+from photodrop.web.rest import delivery, keys, projects, pull, sessions, stats, tus, upload_sessions
 from photodrop.web.rest.common import PREFIXES, UNLOCK_COOKIE, api, openapi, set_unlock_cookie
 
 __all__ = [
@@ -18,5 +18,6 @@ __all__ = [
     "sessions",
     "stats",
     "set_unlock_cookie",
+    "tus",
     "upload_sessions",
 ]

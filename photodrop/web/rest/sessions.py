@@ -222,8 +222,9 @@ async def upload_images(request: Request) -> Response:
         ),
         principal=principal,
         encrypted=bool(request.headers.get("x-aptr-encrypted")),
+        client_key=uploads.client_key_of(request.headers.get("idempotency-key")),
     )
-    return respond(UploadResultOut.of(accepted.images, accepted.session), 201)
+    return respond(UploadResultOut.of(accepted.images, accepted.session), 200 if accepted.replayed else 201)
 
 
 @api.route(
