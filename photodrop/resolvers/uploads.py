@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import anyio
-from sqlalchemy import case, func, or_, update
+from sqlalchemy import bindparam, case, func, or_, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from photodrop.context import Principal, Services
+from photodrop.db import inserting
 from photodrop.errors import (
     Expired,
     InvalidInput,
@@ -28,13 +32,15 @@ from photodrop.errors import (
 )
 from photodrop.events import Envelope
 from photodrop.ids import new_id
-from photodrop.images import EXTENSIONS, inspect_image, sanitize_filename
+from photodrop.images import EXTENSIONS, ImageInfo, inspect_image, sanitize_filename
 from photodrop.metrics import counts_refusals
 from photodrop.models import (
     OPEN_STATUSES,
     Delivery,
     DeliveryMode,
     DeliveryStatus,
+    Destination,
+    EventWebhook,
     Image,
     PasswordFailure,
     SessionStatus,
@@ -42,11 +48,11 @@ from photodrop.models import (
     utcnow,
 )
 from photodrop.passwords import password_matches
-from photodrop.resolvers.destinations import kinds_of
 from photodrop.resolvers.encryption import read_encrypted
-from photodrop.resolvers.notifications import record_events
+from photodrop.resolvers.notifications import event_webhooks, notifications_for
 from photodrop.resolvers.sessions import expire_if_due, find_session, status_event
 from photodrop.spool import SpooledFile, read_multipart
+from photodrop.writer import Unit
 
 ATTEMPT_WINDOW = timedelta(minutes=1)
 MAX_SOURCE = 64
@@ -137,6 +143,7 @@ class Accepted:
 
 
 MAX_CLIENT_KEY = 200
+FORM_KEY_FIELD = "idempotency_key"  # the key's form field, for a form posted without JavaScript
 _CLIENT_KEY_CHARACTERS = frozenset(chr(code) for code in range(0x21, 0x7F)) - {"#"}
 
 
@@ -184,6 +191,7 @@ async def accept_upload(
     principal: Principal | None = None,
     encrypted: bool = False,
     client_key: str | None = None,
+    key_field: bool = False,
 ) -> Accepted:
     """Stream a multipart body into the session; each ``file`` part becomes one image.
 
@@ -195,16 +203,19 @@ async def accept_upload(
     With ``client_key`` the request is idempotent: once a request with that key stored an image,
     the same key returns what it stored (``replayed``) and stores nothing more, even when the
     session has since filled up or completed. Two racing requests with one key store one copy.
+    With ``key_field`` (a form posted without JavaScript, which cannot set headers) the key may
+    instead come as the form field ``idempotency_key``, known only once the body is read.
     """
     session = await _found(services, session_id, principal)
     closed = refusal_of(session)
-    if closed is not None and client_key is None:
+    key_in_form = key_field and client_key is None
+    if closed is not None and client_key is None and not key_in_form:
         raise closed
     await _check_password(services, session, credentials)
     if client_key is not None and (earlier := await replayed_images(services, session.id, client_key)):
         await _drain(body)  # the answer is the first request's, even once the session has closed
         return Accepted(earlier, session, replayed=True)
-    if closed is not None:
+    if closed is not None and not key_in_form:
         raise closed
     settings = services.settings
     if encrypted:
@@ -219,6 +230,12 @@ async def accept_upload(
             max_pixels=settings.max_image_pixels,
         )
     try:
+        if key_in_form:
+            client_key = client_key_of(form.fields.get(FORM_KEY_FIELD) or None, param=FORM_KEY_FIELD)
+            if client_key is not None and (earlier := await replayed_images(services, session.id, client_key)):
+                return Accepted(earlier, session, replayed=True)
+            if closed is not None:
+                raise closed
         # A form whose file input was left empty still sends a part, nameless and bare: that is no file at all.
         files = [spooled for spooled in form.files if spooled.field == "file" and (spooled.filename or spooled.size)]
         if not files:
@@ -269,6 +286,51 @@ async def accept_spooled(
     session's ``reserved_count``), so it needs no free slot of its own. Raises ``_KeyTaken``
     when another request committed ``client_key`` first; nothing of this one is kept then.
     """
+    # --- validation: what the file is, and whether this session takes it ---
+    info = await _validated(services, session, spooled)
+
+    # --- the write: staged first, then committed as one unit; taken back if the unit is not ---
+    image_id = new_id("img")
+    key = f"{session.project_id}/{session.id}/{image_id}.{EXTENSIONS[info.mime_type]}"
+    image = Image(
+        id=image_id,
+        session_id=session.id,
+        project_id=session.project_id,
+        index=-1,  # the slot the commit claims
+        filename=sanitize_filename(spooled.filename, info.mime_type),
+        mime_type=info.mime_type,
+        size_bytes=spooled.size,
+        width=info.width,
+        height=info.height,
+        sha256=spooled.sha256,
+        storage_key=key,
+        source=source,
+        client_key=client_key,
+        is_encrypted=encrypted,
+        created_at=utcnow(),
+    )
+    subscribed = await event_webhooks(services, session.project_id)
+    await services.storage.put_file(key, spooled.path)
+    try:
+        # Once queued, the unit commits or not whatever the caller does: wait for its outcome so
+        # the staged object is kept exactly when its image row is.
+        with anyio.CancelScope(shield=True):
+            claimed, events = await services.db.run(_committing(session, image, subscribed, reserved=reserved))
+    except _NoRoom:
+        await services.storage.delete(key)
+        ensure_accepting(await expire_if_due(services, await find_session(services, session.id)))
+        raise SessionFull("the session already has all the images it takes", param="file") from None
+    except BaseException:
+        await services.storage.delete(key)
+        raise
+    await services.bus.publish(events)
+    services.wake_workers()
+    services.metrics.image_accepted(image.size_bytes)
+    return image, claimed
+
+
+async def _validated(services: Services, session: UploadSession, spooled: SpooledFile) -> ImageInfo:
+    """What the spooled file is, once it is an image this session takes; raises why not."""
     if spooled.size == 0:
         raise UnsupportedType(f"{spooled.filename or 'the file'} is empty", param="file")
     info = spooled.verdict
@@ -290,112 +352,105 @@ async def accept_spooled(
             param="file",
             code="IMAGE_DIMENSION_TOO_LARGE",
         )
-    image_id = new_id("img")
-    key = f"{session.project_id}/{session.id}/{image_id}.{EXTENSIONS[info.mime_type]}"
-    await services.storage.put_file(key, spooled.path)
-    try:
-        async with services.db.write() as s:
-            now = utcnow()
-            counted = col(UploadSession.image_count) + 1
-            claimed = (
-                (
-                    await s.exec(
-                        update(UploadSession)
-                        .where(
-                            col(UploadSession.id) == session.id,
-                            col(UploadSession.status).in_(OPEN_STATUSES),
-                            col(UploadSession.reserved_count) > 0
-                            if reserved
-                            else col(UploadSession.image_count) + col(UploadSession.reserved_count)
-                            < col(UploadSession.max_images),
-                            col(UploadSession.expires_at) > now,
-                        )
-                        .values(
-                            image_count=counted,
-                            reserved_count=col(UploadSession.reserved_count) - int(reserved),
-                            version=col(UploadSession.version) + 1,
-                            status=case(
-                                (counted >= col(UploadSession.max_images), SessionStatus.COMPLETED.value),
-                                else_=SessionStatus.ACTIVE.value,
-                            ),
-                            completed_at=case((counted >= col(UploadSession.max_images), now), else_=None),
-                            updated_at=now,
-                        )
-                        .returning(UploadSession)
-                        .execution_options(synchronize_session=False)
-                    )
-                )
-                .scalars()
-                .first()
-            )
-            if claimed is None:
-                raise _NoRoom()
-            image = Image(
-                id=image_id,
-                session_id=session.id,
-                project_id=session.project_id,
-                index=claimed.image_count - 1,
-                filename=sanitize_filename(spooled.filename, info.mime_type),
-                mime_type=info.mime_type,
-                size_bytes=spooled.size,
-                width=info.width,
-                height=info.height,
-                sha256=spooled.sha256,
-                storage_key=key,
-                source=source,
-                client_key=client_key,
-                is_encrypted=encrypted,
+    return info
+
+
+_SESSIONS = UploadSession.__table__  # type: ignore[attr-defined]
+
+
+def _claim_statement(*, reserved: bool) -> Any:
+    """The conditional update that takes the session's next slot (or a reserved one) and says so."""
+    now = bindparam("now", type_=_SESSIONS.c.updated_at.type)
+    counted = _SESSIONS.c.image_count + 1
+    closing = counted >= _SESSIONS.c.max_images
+    return (
+        update(_SESSIONS)
+        .where(
+            _SESSIONS.c.id == bindparam("session_id"),
+            _SESSIONS.c.status.in_(OPEN_STATUSES),
+            _SESSIONS.c.reserved_count > 0
+            if reserved
+            else _SESSIONS.c.image_count + _SESSIONS.c.reserved_count < _SESSIONS.c.max_images,
+            _SESSIONS.c.expires_at > now,
+        )
+        .values(
+            image_count=counted,
+            reserved_count=_SESSIONS.c.reserved_count - int(reserved),
+            version=_SESSIONS.c.version + 1,
+            status=case((closing, SessionStatus.COMPLETED.value), else_=SessionStatus.ACTIVE.value),
+            completed_at=case((closing, now), else_=None),
+            updated_at=now,
+        )
+        .returning(*_SESSIONS.c)
+    )
+
+
+_CLAIMS = {reserved: _claim_statement(reserved=reserved) for reserved in (False, True)}
+_DESTINATION_KINDS = select(Destination.id, Destination.kind).where(
+    col(Destination.id).in_(bindparam("ids", expanding=True))
+)
+
+
+def _committing(
+    session: UploadSession, image: Image, subscribed: Sequence[EventWebhook], *, reserved: bool
+) -> Unit[tuple[UploadSession, list[Envelope]]]:
+    """The unit that commits ``image``: the session's slot, the image, its deliveries, its events
+    and their notifications, in one transaction (one savepoint of a group commit on SQLite).
+
+    Plain statements, no ORM session: the conditional update's RETURNING is the session as the
+    commit leaves it, so nothing is read back. Raises ``_NoRoom`` when the slot is gone and
+    ``_KeyTaken`` when another request committed the image's idempotency key first.
+    """
+
+    def unit(conn: Connection) -> tuple[UploadSession, list[Envelope]]:
+        now = image.created_at
+        row = conn.execute(_CLAIMS[reserved], {"session_id": session.id, "now": now}).first()
+        if row is None:
+            raise _NoRoom()
+        claimed = UploadSession(**row._mapping)
+        image.index = claimed.image_count - 1
+        try:
+            inserting(image)(conn)
+        except (IntegrityError, sqlite3.IntegrityError):
+            if image.client_key is None:
+                raise
+            raise _KeyTaken() from None
+        targets: dict[str | None, DeliveryMode] = {None: claimed.delivery_mode}
+        if claimed.destination_ids:
+            kinds = conn.execute(_DESTINATION_KINDS, {"ids": claimed.destination_ids})
+            targets = {destination_id: DeliveryMode(kind) for destination_id, kind in kinds}
+            if claimed.delivery_mode is DeliveryMode.POLL:
+                targets[None] = DeliveryMode.POLL  # long polling alongside the destinations
+        deliveries = [
+            Delivery(
+                id=new_id("dlv"),
+                image_id=image.id,
+                session_id=claimed.id,
+                project_id=claimed.project_id,
+                destination_id=destination_id,
+                kind=kind,
+                status=DeliveryStatus.PENDING,
+                next_attempt_at=now,
                 created_at=now,
+                updated_at=now,
             )
-            s.add(image)
-            try:
-                await s.flush()  # the delivery row refers to the image; write that first
-            except IntegrityError:
-                if client_key is None:
-                    raise
-                raise _KeyTaken() from None
-            targets: dict[str | None, DeliveryMode] = {None: session.delivery_mode}
-            if session.destination_ids:
-                targets = {key: kind for key, kind in (await kinds_of(s, session.destination_ids)).items()}
-                if session.delivery_mode is DeliveryMode.POLL:
-                    targets[None] = DeliveryMode.POLL  # long polling alongside the destinations
-            for destination_id, kind in targets.items():
-                s.add(
-                    Delivery(
-                        id=new_id("dlv"),
-                        image_id=image_id,
-                        session_id=session.id,
-                        project_id=session.project_id,
-                        destination_id=destination_id,
-                        kind=kind,
-                        status=DeliveryStatus.PENDING,
-                        next_attempt_at=now,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-            events = [
-                Envelope(
-                    type="image.uploaded",
-                    data={"session": claimed.snapshot(), "image": image_summary(image)},
-                    project_id=session.project_id,
-                    session_id=session.id,
-                )
-            ]
-            if claimed.image_count == 1 or claimed.status is SessionStatus.COMPLETED:
-                events.append(status_event(claimed))
-            await record_events(s, claimed, events)
-    except _NoRoom:
-        await services.storage.delete(key)
-        ensure_accepting(await expire_if_due(services, await find_session(services, session.id)))
-        raise SessionFull("the session already has all the images it takes", param="file") from None
-    except BaseException:
-        await services.storage.delete(key)
-        raise
-    await services.bus.publish(events)
-    services.wake_workers()
-    services.metrics.image_accepted(image.size_bytes)
-    return image, claimed
+            for destination_id, kind in targets.items()
+        ]
+        events = [
+            Envelope(
+                type="image.uploaded",
+                data={"session": claimed.snapshot(), "image": image_summary(image)},
+                project_id=claimed.project_id,
+                session_id=claimed.id,
+            )
+        ]
+        if claimed.image_count == 1 or claimed.status is SessionStatus.COMPLETED:
+            events.append(status_event(claimed))
+        notifications = notifications_for(claimed, events, subscribed)
+        inserting(*deliveries, *(event.to_row() for event in events), *notifications)(conn)
+        return claimed, events
+
+    return unit
 
 
 class _NoRoom(Exception):

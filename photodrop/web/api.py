@@ -40,6 +40,25 @@ MULTIPART_IMAGES = {
 }
 
 
+@dataclass(frozen=True)
+class Header:
+    """A request header an operation reads, as its OpenAPI parameter says it."""
+
+    name: str
+    description: str
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+    required: bool = False
+
+    def parameter(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "in": "header",
+            "required": self.required,
+            "description": self.description,
+            "schema": self.schema,
+        }
+
+
 # What an operation answers with: a model (JSON), one or more media types, or None (no body).
 Shape = type[BaseModel] | str | tuple[str, ...] | None
 # True: an API key is required. "optional": a public operation that also takes one (and checks
@@ -58,6 +77,9 @@ class Operation:
     query: type[BaseModel] | None = None
     errors: tuple[int, ...] = ()
     auth: Auth = True
+    headers: tuple[Header, ...] = ()
+    # What a success status means when its phrase alone does not say it (a replay's 200, say).
+    notes: dict[int, str] = field(default_factory=dict)
 
     def error_statuses(self) -> list[int]:
         """Every error status the operation can answer: those it declares, and those that follow
@@ -88,12 +110,27 @@ class ApiRouter:
         query: type[BaseModel] | None = None,
         errors: Sequence[int] = (),
         auth: Auth = True,
+        headers: Sequence[Header] = (),
+        notes: dict[int, str] | None = None,
     ) -> Callable[[Endpoint], Endpoint]:
-        """Declare an operation. A ``responses`` value is a model, media types, or None (no body)."""
+        """Declare an operation. A ``responses`` value is a model, media types, or None (no body);
+        ``headers`` are the request headers it reads, ``notes`` say what a response status means."""
 
         def decorate(endpoint: Endpoint) -> Endpoint:
             self.operations.append(
-                Operation(method, path, endpoint, summary, responses, body, query, tuple(errors), auth)
+                Operation(
+                    method,
+                    path,
+                    endpoint,
+                    summary,
+                    responses,
+                    body,
+                    query,
+                    tuple(errors),
+                    auth,
+                    tuple(headers),
+                    dict(notes or {}),
+                )
             )
             return endpoint
 
@@ -163,7 +200,8 @@ def _describe(op: Operation, schemas: dict[str, Any], prefix: str) -> dict[str, 
         "parameters": [
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             for name in re.findall(r"{(\w+)}", op.path)
-        ],
+        ]
+        + [header.parameter() for header in op.headers],
         "responses": {},
     }
     if op.query is not None:
@@ -182,7 +220,7 @@ def _describe(op: Operation, schemas: dict[str, Any], prefix: str) -> dict[str, 
     elif op.auth:
         operation["security"] = [{"apiKey": []}]
     for status, shape in op.responses.items():
-        described: dict[str, Any] = {"description": HTTPStatus(status).phrase}
+        described: dict[str, Any] = {"description": op.notes.get(status, HTTPStatus(status).phrase)}
         if isinstance(shape, type):
             described["content"] = {"application/json": {"schema": _ref(shape)}}
         elif shape is not None:

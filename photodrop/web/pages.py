@@ -153,6 +153,7 @@ async def upload_form_post(request: Request) -> Response:
             body=request.stream(),
             content_type=request.headers.get("content-type"),
             credentials=_credentials(request),
+            key_field=True,
         )
     except PhotodropError as exc:
         return await _refusal(request, exc)

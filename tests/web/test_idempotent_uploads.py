@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+import threading
+from collections.abc import AsyncIterator
+
+import anyio
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlmodel import select
 
 from photodrop.context import Services
@@ -88,3 +95,126 @@ async def test_a_malformed_key_is_refused_and_stores_nothing(
     )
     assert response.status_code == 400
     assert await _images(services, session["id"]) == []
+
+
+RACERS = 20
+
+
+@contextlib.asynccontextmanager
+async def commits_held(services: Services, session_id: str, waiting: int) -> AsyncIterator[None]:
+    """Hold back every commit to ``session_id`` until ``waiting`` uploads are queued behind it, then let go.
+
+    SQLite: a unit occupies the group writer, so the uploads' units queue behind it. PostgreSQL: a
+    transaction holds the session row, so the uploads' conditional updates wait on its lock.
+    """
+    writer = services.db._writer
+    if writer is not None:
+        release = threading.Event()
+        held = writer.submit(lambda conn: release.wait(60))
+
+        async def queued() -> int:
+            return writer._queue.qsize()
+
+    else:
+        release = threading.Event()
+        holder = await services.db.engine.connect()
+        transaction = await holder.begin()
+        await holder.execute(text("SELECT id FROM upload_session WHERE id = :id FOR UPDATE"), {"id": session_id})
+
+        async def queued() -> int:
+            async with services.db.engine.connect() as probe:
+                return int(
+                    (
+                        await probe.execute(
+                            text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                        )
+                    ).scalar_one()
+                )
+
+    async def let_go_once_queued() -> None:
+        with anyio.fail_after(60):
+            # Neither the writer's queue nor PostgreSQL's lock table announces its growth: look again.
+            while await queued() < waiting:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        if writer is not None:
+            release.set()
+            await held
+        else:
+            await transaction.rollback()
+            await holder.close()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(let_go_once_queued)
+        yield
+
+
+async def test_twenty_clients_racing_one_key_store_one_image(
+    client: httpx.AsyncClient, key: str, services: Services
+) -> None:
+    session = await new_session(client, key, max_images=5)
+    photo = image_bytes("JPEG", (64, 48))
+    answers: list[httpx.Response] = []
+
+    async def send(http: httpx.AsyncClient) -> None:
+        answers.append(
+            await upload(http, session["id"], ("race.jpg", photo, "image/jpeg"), headers={"Idempotency-Key": "race"})
+        )
+
+    transport = client._transport  # each racer has a client of its own on the same app
+    racers = [httpx.AsyncClient(transport=transport, base_url=client.base_url) for _ in range(RACERS)]
+    try:
+        # Every racer passes the replay check before any of them commits: they all reach the commit.
+        async with commits_held(services, session["id"], RACERS), anyio.create_task_group() as tg:
+            for http in racers:
+                tg.start_soon(send, http)
+    finally:
+        for http in racers:
+            await http.aclose()
+    assert sorted(answer.status_code for answer in answers) == [200] * (RACERS - 1) + [201], [
+        answer.text for answer in answers if answer.status_code not in (200, 201)
+    ]
+    assert len({answer.json()["id"] for answer in answers}) == 1
+    stored = await _images(services, session["id"])
+    assert [image.id for image in stored] == [answers[0].json()["id"]]
+    assert await staged_keys(services) == [stored[0].storage_key]
+    current = (await client.get(f"/v1/sessions/{session['id']}", headers=bearer(key))).json()
+    assert current["image_count"] == 1
+
+
+async def test_the_form_post_takes_the_key_as_a_field(client: httpx.AsyncClient, key: str, services: Services) -> None:
+    session = await new_session(client, key, max_images=1)
+    form = {"idempotency_key": "form-pick-1"}
+    photo = [("file", ("garden.jpg", image_bytes(), "image/jpeg"))]
+    first = await client.post(f"/s/{session['id']}", data=form, files=photo)
+    assert first.status_code == 201, first.text
+    # The session is full now; the same pick again is the first answer, not a refusal.
+    again = await client.post(f"/s/{session['id']}", data=form, files=photo)
+    assert again.status_code == 201, again.text
+    stored = await _images(services, session["id"])
+    assert len(stored) == 1 and stored[0].client_key == "form-pick-1"
+    assert len(await staged_keys(services)) == 1
+    other = await client.post(f"/s/{session['id']}", data={"idempotency_key": "form-pick-2"}, files=photo)
+    assert other.status_code == 422  # a new pick finds the session full
+
+
+async def test_a_malformed_form_key_is_refused_and_stores_nothing(
+    client: httpx.AsyncClient, key: str, services: Services
+) -> None:
+    session = await new_session(client, key, max_images=2)
+    photo = [("file", ("garden.jpg", image_bytes(), "image/jpeg"))]
+    response = await client.post(f"/s/{session['id']}", data={"idempotency_key": "has space"}, files=photo)
+    assert response.status_code == 400
+    assert await _images(services, session["id"]) == []
+    assert await staged_keys(services) == []
+
+
+async def test_the_document_describes_the_key_and_the_replay(client: httpx.AsyncClient) -> None:
+    doc = (await client.get("/v1/openapi.json")).json()
+    operation = doc["paths"]["/v1/upload/{id}/images"]["post"]
+    headers = {p["name"]: p for p in operation["parameters"] if p["in"] == "header"}
+    assert {"Idempotency-Key", "X-Session-Password"} <= set(headers)
+    schema = headers["Idempotency-Key"]["schema"]
+    assert schema["maxLength"] == 200 and not re.fullmatch(schema["pattern"], "a#b")
+    assert re.fullmatch(schema["pattern"], "pick-1")
+    assert {"200", "201"} <= set(operation["responses"])
+    assert "replay" in operation["responses"]["200"]["description"].lower()

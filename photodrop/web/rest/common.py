@@ -10,12 +10,30 @@ from starlette.responses import JSONResponse, Response
 from photodrop.context import Principal
 from photodrop.errors import NotFound, TooManyAttempts
 from photodrop.resolvers.projects import authenticate
+from photodrop.resolvers.uploads import MAX_CLIENT_KEY
 from photodrop.signing import SIGNATURE_HEADERS, TIMESTAMP_HEADERS, SignedRequest
-from photodrop.web.api import BUDGET_SCOPE_KEY, ApiRouter, services
+from photodrop.web.api import BUDGET_SCOPE_KEY, ApiRouter, Header, services
 
 PREFIXES = ("/v1", "/api/v1")
 UNLOCK_COOKIE = "pd_unlock_{}"
 api = ApiRouter()
+
+# The request headers an upload reads (besides the API key and the unlock cookie).
+UPLOAD_HEADERS = (
+    Header(
+        "X-Session-Password",
+        "The session's password, when it has one (or send the unlock cookie that verify-password sets)",
+    ),
+    Header(
+        "Idempotency-Key",
+        "A key the uploader chooses, one per photo: a request repeating a key the session already stored answers "
+        "200 with the images the first request stored, stores nothing and takes no slot, also when the two race. "
+        "Keys are kept as long as the session. The upload form may send it as the field idempotency_key instead.",
+        # 1 to MAX_CLIENT_KEY printable ASCII characters, no space and no '#'.
+        {"type": "string", "minLength": 1, "maxLength": MAX_CLIENT_KEY, "pattern": '^[!"$-~]+$'},
+    ),
+    Header("X-Aptr-Encrypted", "Any value: the parts (or a JSON body) are envelopes sealed to the server's key"),
+)
 
 
 async def caller(request: Request) -> Principal:

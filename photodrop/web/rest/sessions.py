@@ -18,7 +18,7 @@ from photodrop.web.api import (
     respond,
     services,
 )
-from photodrop.web.rest.common import UNLOCK_COOKIE, api, base_url, caller, set_unlock_cookie
+from photodrop.web.rest.common import UNLOCK_COOKIE, UPLOAD_HEADERS, api, base_url, caller, set_unlock_cookie
 from photodrop.web.shapes import (
     QR_MEDIA_TYPES,
     CreatedSessionOut,
@@ -204,9 +204,14 @@ async def qr_response(request: Request, principal: Principal | None) -> Response
         "body) is an RSA-OAEP + AES-256-GCM envelope"
     ),
     body=MULTIPART_IMAGES,
-    responses={201: UploadResultOut},
+    responses={201: UploadResultOut, 200: UploadResultOut},
     errors=(409, 410, 413, 415, 422),
     auth="optional",
+    headers=UPLOAD_HEADERS,
+    notes={
+        201: "Stored: the images this request added",
+        200: "A replay: an earlier request with the same Idempotency-Key stored these images; nothing new was stored",
+    },
 )
 async def upload_images(request: Request) -> Response:
     session_id = request.path_params["id"]
