@@ -16,7 +16,7 @@ from photodrop.context import Principal, Services
 from photodrop.events import Envelope, EveryEvent, NewestState, project_channel, session_channel
 from photodrop.models import SessionStatus, UploadSession
 from photodrop.resolvers.sessions import get_session
-from photodrop.resolvers.uploads import Credentials, open_for_watching
+from photodrop.resolvers.uploads import Credentials, authorised
 
 # How many distinct sessions a project-wide watcher may fall behind on before it is cut off.
 MAX_PENDING_SESSIONS = 1000
@@ -103,9 +103,7 @@ async def watch_session_as_uploader(
     No API key: the link and, for a protected session, the password (or its unlock token) let in.
     """
     watch = SessionWatch(session_id)
-    async for session in _follow(
-        services, watch, functools.partial(open_for_watching, services, session_id, credentials)
-    ):
+    async for session in _follow(services, watch, functools.partial(authorised, services, session_id, credentials)):
         yield session
 
 

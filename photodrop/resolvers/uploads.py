@@ -122,13 +122,6 @@ async def authorised(
     return session
 
 
-async def open_for_watching(services: Services, session_id: str, credentials: Credentials) -> UploadSession:
-    """The session in whatever state it is, for an uploader who may see it: its page follows it to the end."""
-    session = await find_session(services, session_id)
-    await _check_password(services, session, credentials)
-    return session
-
-
 @dataclass(frozen=True)
 class Accepted:
     """The images an upload added, and their session as the last one's commit left it.

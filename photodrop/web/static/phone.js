@@ -397,7 +397,7 @@
     item.offset = 0;
     request(item, "POST", tusUrl, headers, item.file.slice(0, CHUNK), function (xhr) {
       var location = xhr.getResponseHeader("Location");
-      if (xhr.status === 201 && location) {
+      if ((xhr.status === 201 || xhr.status === 200) && location) {
         item.tusUrl = new URL(location, window.location.href).href;
         store.put(item);
         return advance(item, header(xhr, "Upload-Offset"), true);
