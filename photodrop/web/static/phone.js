@@ -102,6 +102,7 @@
     closed = true;
     say(text, isError);
     form.hidden = true;
+    inputs.forEach(function (input) { input.disabled = true; });
     finishButton.hidden = true;
     if (events) events.close();
     items.forEach(function (item) {
@@ -280,6 +281,7 @@
   }
 
   function enqueue(files, source) {
+    if (closed) return;
     var space = room();
     var picked = Array.prototype.slice.call(files, 0, Math.max(0, space));
     if (files.length > picked.length) {
