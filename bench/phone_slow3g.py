@@ -47,7 +47,7 @@ def _conditions(offline: bool) -> dict[str, object]:
     }
 
 
-def trial(url: str, key: str, photos: list[bytes]) -> tuple[float, int]:
+def trial(url: str, key: str, photos: list[bytes], chunk_kib: int | None) -> tuple[float, int]:
     """One run of the page; the seconds from pick to all sent, and the bytes the browser sent up meanwhile."""
     with httpx.Client(base_url=url, timeout=30) as http:
         made = http.post(
@@ -63,7 +63,7 @@ def trial(url: str, key: str, photos: list[bytes]) -> tuple[float, int]:
         try:
             context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
             page = context.new_page()
-            page.goto(f"{proxy.url}/s/{session_id}")
+            page.goto(f"{proxy.url}/s/{session_id}" + (f"?chunk_kib={chunk_kib}" if chunk_kib else ""))
             cdp = context.new_cdp_session(page)
             cdp.send("Network.emulateNetworkConditions", _conditions(False))
             files = [{"name": f"IMG_{n:04d}.jpg", "mimeType": "image/jpeg", "buffer": p} for n, p in enumerate(photos)]
@@ -90,7 +90,9 @@ def trial(url: str, key: str, photos: list[bytes]) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=1, help="trials in a row (each about six minutes)")
-    rounds = parser.parse_args().rounds
+    parser.add_argument("--chunk-kib", type=int, default=None, help="the page's piece size (default: its own)")
+    args = parser.parse_args()
+    rounds = args.rounds
     photos = make_photos((3000, 2000), (14, 18, 22, 26, 30), 90)
     total = sum(len(photo) for photo in photos)
     ideal = total / UP_BYTES_PER_SECOND + CUT_SECONDS
@@ -106,7 +108,7 @@ def main() -> None:
         ),
     ):
         for n in range(rounds):
-            seconds, sent = trial(server.url, key, photos)
+            seconds, sent = trial(server.url, key, photos, args.chunk_kib)
             ratio = seconds / ideal
             print(
                 f"round {n + 1}: {seconds:.1f} s, time/ideal {ratio:.3f}x (goal <= {GOAL}x, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,10 @@ def _form_for(
         types=", ".join(mime.removeprefix("image/").upper() for mime in session.allowed_mime_types),
         error=error,
         stall_seconds=STALL_SECONDS,
+        # A fresh key each time the form is shown: the browser re-posting the same form (a reload of
+        # the answer, a second tap) is then a replay, never a second copy.
+        form_key=secrets.token_urlsafe(18),
+        form_key_field=uploads.FORM_KEY_FIELD,
     )
 
 

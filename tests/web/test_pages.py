@@ -104,6 +104,18 @@ async def test_a_form_post_uploads_and_renders_the_result(client: httpx.AsyncCli
     assert last.status_code == 201 and "Send more photos" not in last.text
 
 
+async def test_the_form_carries_a_fresh_key_so_a_repost_is_a_replay(client: httpx.AsyncClient, key: str) -> None:
+    session = await new_session(client, key, max_images=3)
+    pages = [(await client.get(f"/s/{session['id']}")).text for _ in range(2)]
+    keys = [re.findall(r'<input type="hidden" name="idempotency_key" value="([^"]+)">', page)[0] for page in pages]
+    assert keys[0] != keys[1]
+    posts = [await client.post(f"/s/{session['id']}", data={"idempotency_key": keys[0]}, files=_photo()) for _ in "ab"]
+    assert posts[0].status_code == 201 and posts[1].status_code in (200, 201)
+    assert "1 photo received." in posts[1].text  # the first post's answer again
+    current = (await client.get(f"/v1/sessions/{session['id']}", headers=bearer(key))).json()
+    assert current["image_count"] == 1
+
+
 async def test_a_plain_http_client_posts_the_form_over_a_socket(app: Starlette, key: str, services: Services) -> None:
     async with serving(app) as host, httpx.AsyncClient(base_url=f"http://{host}") as http:
         session = await new_session(http, key, max_images=3)
