@@ -99,6 +99,7 @@ def main() -> None:
     print(
         f"{PHOTOS} photos, {total / 1e6:.2f} MB; slow 3G: {UP_BYTES_PER_SECOND * 8 // 1000} kbit/s up, {LATENCY_MS} ms"
     )
+    print(f"pieces: {f'{args.chunk_kib} KiB' if args.chunk_kib else 'the page default (1 MiB)'}")
     print(f"ideal: {total / UP_BYTES_PER_SECOND:.1f} s at the link rate + {CUT_SECONDS:.0f} s cut = {ideal:.1f} s")
     with (
         tempfile.TemporaryDirectory(prefix="photodrop-bench-phone-") as tmp,
