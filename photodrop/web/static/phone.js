@@ -408,6 +408,8 @@
         useTus = false; // a server without tus: the whole photo in one request, as before
         return sendWhole(item);
       }
+      // The first request with this key is still being settled on the server: ask again shortly.
+      if (xhr.status === 409 && !SESSION_OVER[code(xhr)]) return unreachable(item, null);
       answer(item, xhr);
     });
   }
