@@ -2,7 +2,7 @@
 UV := ./scripts/uv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test test-sqlite test-postgres lint bench
+.PHONY: run test test-sqlite test-postgres lint bench bench-phone
 
 run:
 	$(UV) run photodrop serve
@@ -35,3 +35,7 @@ bench:
 		$(UV) run python bench/$$name.py || failed="$$failed bench/$$name.py"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "make bench: FAILED:$$failed (see the errors above)" >&2; exit 1; fi
+
+# The phone page on emulated slow 3G with one 20 s cut, in a real Chromium: minutes, so on its own.
+bench-phone:
+	$(UV) run python bench/phone_slow3g.py

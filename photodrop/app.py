@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 from sqlalchemy import text
 from starlette.applications import Starlette
@@ -16,7 +15,6 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from photodrop import __version__, logs
@@ -28,7 +26,7 @@ from photodrop.metrics import Metrics
 from photodrop.resolvers.retention import purge_delivered, remove_orphans
 from photodrop.resolvers.sessions import expire_due_sessions
 from photodrop.resolvers.tus import sweep_uploads
-from photodrop.web import dashboard, pages
+from photodrop.web import assets, dashboard, pages
 from photodrop.web.api import error_body, error_response, services
 from photodrop.web.graphql import PhotodropGraphQL
 from photodrop.web.observability import Observability, metrics_endpoint
@@ -93,7 +91,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint),
-        Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static"),
+        *assets.routes,
     ]
     app = Starlette(
         routes=routes,

@@ -9,7 +9,8 @@ every watcher of the same thing and applies the same rule once per event.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import functools
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
@@ -20,6 +21,7 @@ from photodrop.errors import NotFound
 from photodrop.events import Envelope, EveryEvent, NewestState, project_channel, session_channel
 from photodrop.models import SessionStatus, UploadSession
 from photodrop.resolvers.sessions import expire_if_due, get_session
+from photodrop.resolvers.uploads import Credentials, authorised
 
 # How many distinct sessions a project-wide watcher may fall behind on before it is cut off.
 MAX_PENDING_SESSIONS = 1000
@@ -147,10 +149,29 @@ async def watch_session(services: Services, principal: Principal, session_id: st
     Versions that arrive faster than they are read are coalesced to the newest.
     """
     watch = SessionWatch(session_id)
+    async for session in _follow(services, watch, functools.partial(watch.start, _reader(services), principal)):
+        yield session
+
+
+async def watch_session_as_uploader(
+    services: Services, session_id: str, credentials: Credentials
+) -> AsyncGenerator[UploadSession, None]:
+    """What an open upload page follows: the session now, then each newer version, to its end.
+
+    No API key: the link and, for a protected session, the password (or its unlock token) let in.
+    """
+    watch = SessionWatch(session_id)
+    async for session in _follow(services, watch, functools.partial(authorised, services, session_id, credentials)):
+        yield session
+
+
+async def _follow(
+    services: Services, watch: SessionWatch, start: Callable[[], Awaitable[UploadSession]]
+) -> AsyncIterator[UploadSession]:
     newest = NewestState()
     # Subscribed before the first read, so no version between the two can be missed.
-    async with services.bus.subscribe(watch.channel(principal), newest):
-        session = await watch.start(_reader(services), principal)
+    async with services.bus.subscribe(session_channel(watch.session_id), newest):
+        session = await start()
         yield session
         while not watch.ends_with(session):
             picked = watch.pick(await newest.get())

@@ -28,7 +28,7 @@ CATALOGUE: dict[str, dict[str, Text]] = {
         "time_left": "time left",
         "valid_until": "Link valid until {when}",
         "accepted": "Accepted: {types}",
-        "max_dimension": "Large photos are reduced to {px} px before sending.",
+        "max_dimension": "Large photos are reduced to {px} px.",
         "take_photo": "Take a photo",
         "pick_photos": "Choose from gallery",
         "send": "Send",
@@ -36,7 +36,6 @@ CATALOGUE: dict[str, dict[str, Text]] = {
         "unit_hour": "h",
         "unit_minute": "min",
         "st_queued": "Waiting",
-        "st_preparing": "Preparing…",
         "st_uploading": "Sending…",
         "st_done": "Sent",
         "st_retrying": "Connection problem: trying again in {s} s",
@@ -48,7 +47,6 @@ CATALOGUE: dict[str, dict[str, Text]] = {
             "other": "Room for {n} more: {dropped} photos were left out.",
         },
         "offline": "You are offline. Your photos wait here and are sent when the connection is back.",
-        "all_sent": "All photos sent. Thank you!",
         "expired_now": "This link has just expired.",
         "error_status": "Not sent (error {status}).",
         "reason_UNSUPPORTED_MEDIA_TYPE": "This file type is not accepted here.",
@@ -59,6 +57,21 @@ CATALOGUE: dict[str, dict[str, Text]] = {
         "reason_VALIDATION_ERROR": "This file could not be used.",
         "reason_INVALID_PASSWORD": "That password is not right.",
         "reason_RATE_LIMIT": "Too many tries. Wait a minute and try again.",
+        "reason_IMAGE_DIMENSION_TOO_LARGE": "This photo is larger than this link allows.",
+        "reason_NOT_FOUND": "This upload link does not exist.",
+        "reason_unknown": "This photo could not be sent.",
+        "remove": "Remove",
+        "remove_label": "Remove {name}",
+        "finish": "I’m done",
+        "summary": {
+            "one": "{n} photo received, you can close this page.",
+            "other": "{n} photos received, you can close this page.",
+        },
+        "overall": "{n} of {total} sent",
+        "progress_bytes": "{sent} of {total} · {percent} %",
+        "unit_kb": "kB",
+        "unit_mb": "MB",
+        "completed_now": "This upload has been closed: no more photos are taken.",
         "password_title": "Password needed",
         "password_heading": "This upload link needs a password",
         "password_label": "Password",
@@ -85,7 +98,7 @@ CATALOGUE: dict[str, dict[str, Text]] = {
         "time_left": "temps restant",
         "valid_until": "Lien valable jusqu’au {when}",
         "accepted": "Formats acceptés : {types}",
-        "max_dimension": "Les grandes photos sont réduites à {px} px avant l’envoi.",
+        "max_dimension": "Les grandes photos sont réduites à {px} px.",
         "take_photo": "Prendre une photo",
         "pick_photos": "Choisir dans la galerie",
         "send": "Envoyer",
@@ -93,7 +106,6 @@ CATALOGUE: dict[str, dict[str, Text]] = {
         "unit_hour": "h",
         "unit_minute": "min",
         "st_queued": "En attente",
-        "st_preparing": "Préparation…",
         "st_uploading": "Envoi…",
         "st_done": "Envoyée",
         "st_retrying": "Problème de connexion : nouvel essai dans {s} s",
@@ -105,7 +117,6 @@ CATALOGUE: dict[str, dict[str, Text]] = {
             "other": "Place pour {n} de plus : {dropped} photos n’ont pas été ajoutées.",
         },
         "offline": "Vous êtes hors ligne. Vos photos attendent ici et partiront au retour de la connexion.",
-        "all_sent": "Toutes les photos sont envoyées. Merci !",
         "expired_now": "Ce lien vient d’expirer.",
         "error_status": "Non envoyée (erreur {status}).",
         "reason_UNSUPPORTED_MEDIA_TYPE": "Ce type de fichier n’est pas accepté ici.",
@@ -116,6 +127,21 @@ CATALOGUE: dict[str, dict[str, Text]] = {
         "reason_VALIDATION_ERROR": "Ce fichier n’a pas pu être utilisé.",
         "reason_INVALID_PASSWORD": "Ce mot de passe n’est pas le bon.",
         "reason_RATE_LIMIT": "Trop d’essais. Attendez une minute puis réessayez.",
+        "reason_IMAGE_DIMENSION_TOO_LARGE": "Cette photo est plus grande que ce que ce lien accepte.",
+        "reason_NOT_FOUND": "Ce lien d’envoi n’existe pas.",
+        "reason_unknown": "Cette photo n’a pas pu être envoyée.",
+        "remove": "Retirer",
+        "remove_label": "Retirer {name}",
+        "finish": "J’ai terminé",
+        "summary": {
+            "one": "{n} photo reçue, vous pouvez fermer cette page.",
+            "other": "{n} photos reçues, vous pouvez fermer cette page.",
+        },
+        "overall": "{n} sur {total} envoyées",
+        "progress_bytes": "{sent} sur {total} · {percent} %",
+        "unit_kb": "ko",
+        "unit_mb": "Mo",
+        "completed_now": "Cet envoi vient d’être clos : il n’accepte plus de photos.",
         "password_title": "Mot de passe requis",
         "password_heading": "Ce lien d’envoi demande un mot de passe",
         "password_label": "Mot de passe",
@@ -141,7 +167,6 @@ SCRIPT_KEYS = (
     "unit_hour",
     "unit_minute",
     "st_queued",
-    "st_preparing",
     "st_uploading",
     "st_done",
     "st_retrying",
@@ -150,9 +175,16 @@ SCRIPT_KEYS = (
     "retry",
     "trimmed",
     "offline",
-    "all_sent",
     "expired_now",
     "error_status",
+    "remove",
+    "remove_label",
+    "summary",
+    "overall",
+    "progress_bytes",
+    "unit_kb",
+    "unit_mb",
+    "completed_now",
     *(key for key in CATALOGUE["en"] if key.startswith("reason_")),
 )
 
@@ -210,10 +242,10 @@ class Translator:
             values.setdefault("n", number)
         return text.format(**values) if values else text
 
-    def reason(self, code: str, fallback: str) -> str:
-        """Why the server refused something, in this language, or its own words for an unknown code."""
+    def reason(self, code: str) -> str:
+        """Why the server refused something, in this language only: never the server's English words."""
         text = CATALOGUE[self.lang].get(f"reason_{code}")
-        return text if isinstance(text, str) else fallback
+        return text if isinstance(text, str) else self("reason_unknown")
 
     def script_strings(self) -> dict[str, Text]:
         return {key: CATALOGUE[self.lang][key] for key in SCRIPT_KEYS}

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from photodrop.errors import Expired, NotFound, PhotodropError, SessionFull, StateConflict, WrongPassword
 from photodrop.models import SessionStatus, UploadSession, utcnow
 from photodrop.resolvers import uploads
+from photodrop.resolvers.live import watch_session_as_uploader
 from photodrop.resolvers.sessions import find_session
 from photodrop.web import i18n
 from photodrop.web.api import services
+from photodrop.web.assets import assets
 from photodrop.web.rest import UNLOCK_COOKIE, set_unlock_cookie
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+templates.env.globals["asset"] = assets.url
 
 # Everything the page loads comes from this origin; no inline script or style may run.
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -42,6 +49,11 @@ PAGE_HEADERS = {
     "Vary": "Accept-Language, Cookie",
 }
 LANG_COOKIE_AGE = 365 * 24 * 3600
+# How long phone.js waits without a byte of progress before it drops the request and resumes.
+STALL_SECONDS = 30
+# How long one stream of a page's session events stays open, and how soon the browser comes back.
+EVENTS_STREAM_SECONDS = 25.0
+EVENTS_RETRY_MS = 1000
 
 # Which full-page state a refusal shows; other refusals show the form again with the reason.
 STATE_PAGES: dict[type[PhotodropError], str] = {
@@ -70,12 +82,14 @@ def _render(request: Request, name: str, status: int = 200, **context: Any) -> R
     return response
 
 
-async def _refusal(request: Request, exc: PhotodropError, *, unlocking: bool = False) -> Response:
+async def _refusal(request: Request, exc: PhotodropError) -> Response:
     """The page for a refusal: the password gate, a full-page state, or the form with the reason."""
-    if exc.status_code == 429 or (isinstance(exc, WrongPassword) and unlocking):
+    if exc.status_code == 429:
         return _render(request, "password.html", exc.status_code, error=exc)
     if isinstance(exc, WrongPassword):
-        # Not a mistake yet: the visitor has not typed a password, so the gate shows no error.
+        # A miss the unlock form redirected here carries its code; a first visit shows the gate without one.
+        if request.query_params.get("error") == WrongPassword.code:
+            return _render(request, "password.html", 401, error=exc)
         return _render(request, "password.html", 200 if request.method == "GET" else 401, error=None)
     state = next((page for kind, page in STATE_PAGES.items() if isinstance(exc, kind)), None)
     if state is not None:
@@ -96,6 +110,11 @@ def _form_for(
         seconds_left=max(0, int((session.expires_at - utcnow()).total_seconds())),
         types=", ".join(mime.removeprefix("image/").upper() for mime in session.allowed_mime_types),
         error=error,
+        stall_seconds=STALL_SECONDS,
+        # A fresh key each time the form is shown: the browser re-posting the same form (a reload of
+        # the answer, a second tap) is then a replay, never a second copy.
+        form_key=secrets.token_urlsafe(18),
+        form_key_field=uploads.FORM_KEY_FIELD,
     )
 
 
@@ -119,10 +138,11 @@ async def unlock(request: Request) -> Response:
         token = await uploads.verify_password(
             services(request), session_id, password if isinstance(password, str) else ""
         )
-    except PhotodropError as exc:
-        return await _refusal(request, exc, unlocking=True)
+    except PhotodropError:
+        # The page itself says why (expired, too many tries ...): a reload then never posts the form again.
+        return RedirectResponse(f"/s/{session_id}", status_code=303)
     if token is None:
-        return await _refusal(request, WrongPassword("wrong password", param="password"), unlocking=True)
+        return RedirectResponse(f"/s/{session_id}?error={WrongPassword.code}", status_code=303)
     response = RedirectResponse(f"/s/{session_id}", status_code=303)
     set_unlock_cookie(request, response, session_id, token)
     return response
@@ -146,7 +166,47 @@ async def upload_form_post(request: Request) -> Response:
     return _render(request, "message.html", 201, state="received", images=accepted.images, more=more)
 
 
+async def session_events(request: Request) -> Response:
+    """The session's state as server-sent events, so an open page learns at once that it has ended.
+
+    Refusals (unknown link, password not given) are answered before the stream starts, with
+    their status, so the browser's EventSource stops instead of trying again.
+    """
+    changes = watch_session_as_uploader(services(request), request.path_params["id"], _credentials(request))
+    first = await anext(changes)
+
+    async def stream() -> AsyncIterator[str]:
+        # A stream ends by itself now and then, so no open page holds a server's shutdown for
+        # long; the browser reconnects and is told the state again first.
+        closing = asyncio.get_running_loop().time() + EVENTS_STREAM_SECONDS
+        yield f"retry: {EVENTS_RETRY_MS}\n"
+        session = first
+        try:
+            while True:
+                yield _session_event(session)
+                left = closing - asyncio.get_running_loop().time()
+                session = await asyncio.wait_for(anext(changes), timeout=max(0.0, left))
+        except (StopAsyncIteration, TimeoutError):
+            return
+        finally:
+            await changes.aclose()
+
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "X-Content-Type-Options": "nosniff"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+def _session_event(session: UploadSession) -> str:
+    data = {
+        "status": session.status.value,
+        "remaining": max(0, session.max_images - session.image_count),
+        "version": session.version,
+    }
+    # The version as the event id: a reconnecting EventSource says which one it saw last.
+    return f"id: {session.version}\nevent: session\ndata: {json.dumps(data)}\n\n"
+
+
 routes = [
+    Route("/s/{id}/events", session_events, methods=["GET"]),
     Route("/s/{id}", upload_page, methods=["GET"]),
     Route("/s/{id}", upload_form_post, methods=["POST"]),
     Route("/s/{id}/unlock", unlock, methods=["POST"]),
