@@ -109,25 +109,6 @@ async def settle(s: AsyncSession, table: type[Row], row_id: str, *, worker: str,
     return settled
 
 
-def settle_held(conn: Connection, table: type[Row], row_id: str, *, worker: str, values: dict[str, Any]) -> bool:
-    """Apply an attempt's outcome inside a unit's transaction, if ``worker`` still holds the lease:
-    False when the lease ran out and another worker took the row meanwhile (nothing is changed).
-
-    On SQLite the UPDATE goes straight to the driver as a prepared statement, its values converted
-    by the columns' own types: SQLAlchemy's execution path costs many times the update there."""
-    changes = {"lease_owner": None, "lease_expires_at": None, **values}
-    if conn.dialect.name != "sqlite":
-        statement = update(table).where(col(table.id) == row_id, col(table.lease_owner) == worker).values(**changes)
-        return bool(conn.execute(statement).rowcount)
-    prepared = _prepared_settle(table, tuple(changes), conn.dialect)
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(prepared.sql, [*prepared.values(changes), row_id, worker])
-        return bool(cursor.rowcount)
-    finally:
-        cursor.close()
-
-
 @dataclass(frozen=True)
 class _PreparedSettle:
     sql: str
@@ -144,6 +125,25 @@ def _prepared_settle(table: type[SQLModel], keys: tuple[str, ...], dialect: Dial
     sql = f"UPDATE {table.__tablename__} SET {assignments} WHERE id = ? AND lease_owner = ?"  # noqa: S608
     stores = [(key, columns[key].type.dialect_impl(dialect).bind_processor(dialect)) for key in keys]
     return _PreparedSettle(sql, stores)
+
+
+def settle_held(conn: Connection, table: type[Row], row_id: str, *, worker: str, values: dict[str, Any]) -> bool:
+    """Apply an attempt's outcome inside a unit's transaction, if ``worker`` still holds the lease:
+    False when the lease ran out and another worker took the row meanwhile (nothing is changed).
+
+    On SQLite the UPDATE goes straight to the driver as a prepared statement, its values converted
+    by the columns' own types: SQLAlchemy's execution path costs many times the update there."""
+    changes: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None, **values}
+    if conn.dialect.name != "sqlite":
+        statement = update(table).where(col(table.id) == row_id, col(table.lease_owner) == worker).values(**changes)
+        return bool(conn.execute(statement).rowcount)
+    prepared: _PreparedSettle = _prepared_settle(table, tuple(changes), conn.dialect)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(prepared.sql, [*prepared.values(changes), row_id, worker])
+        return bool(cursor.rowcount)
+    finally:
+        cursor.close()
 
 
 async def release(services: Services, table: type[Row], *, worker: str) -> int:
