@@ -331,6 +331,10 @@
       });
       return;
     }
+    // A photo already begun goes before any other: its bytes may all be on the server (only the
+    // answer was lost), and a later photo could fill the session before it is settled.
+    var begun = waiting.filter(function (item) { return item.tusUrl || item.tries > 0; }).slice(0, 1);
+    if (begun.length) waiting = begun;
     var next = waiting.filter(function (item) { return item.due <= now; })[0];
     if (next) return send(next);
     var soonest = Math.min.apply(null, waiting.map(function (item) { return item.due; }));
