@@ -254,7 +254,7 @@ async def accept_upload(
                     encrypted=encrypted,
                     client_key=file_key(client_key, position),
                 )
-            except _KeyTaken:
+            except KeyTaken:
                 assert client_key is not None
                 return Accepted(await replayed_images(services, session.id, client_key), session, replayed=True)
             images.append(image)
@@ -282,7 +282,7 @@ async def accept_spooled(
     """Validate one spooled file, stage it and commit it as the session's next image, exactly once.
 
     ``reserved`` says the file fills a slot a resumable upload reserved when it began (the
-    session's ``reserved_count``), so it needs no free slot of its own. Raises ``_KeyTaken``
+    session's ``reserved_count``), so it needs no free slot of its own. Raises ``KeyTaken``
     when another request committed ``client_key`` first; nothing of this one is kept then.
 
     An image wider or taller than the session's ``max_image_dimension`` is scaled down to it
@@ -433,7 +433,7 @@ def _committing(
 
     Plain statements, no ORM session: the conditional update's RETURNING is the session as the
     commit leaves it, so nothing is read back. Raises ``_NoRoom`` when the slot is gone and
-    ``_KeyTaken`` when another request committed the image's idempotency key first.
+    ``KeyTaken`` when another request committed the image's idempotency key first.
     """
 
     def unit(conn: Connection) -> tuple[UploadSession, list[Envelope]]:
@@ -448,7 +448,7 @@ def _committing(
         except (IntegrityError, sqlite3.IntegrityError):
             if image.client_key is None:
                 raise
-            raise _KeyTaken() from None
+            raise KeyTaken() from None
         targets: dict[str | None, DeliveryMode] = {None: claimed.delivery_mode}
         if claimed.destination_ids:
             kinds = conn.execute(_DESTINATION_KINDS, {"ids": claimed.destination_ids})
@@ -491,12 +491,8 @@ class _NoRoom(Exception):
     """The conditional update found the session closed, full or out of time."""
 
 
-class _KeyTaken(Exception):
+class KeyTaken(Exception):
     """Another request committed an image under the same idempotency key first."""
-
-
-# What callers of ``accept_spooled`` outside this module catch.
-KeyTaken = _KeyTaken
 
 
 def refusal_of(session: UploadSession) -> PhotodropError | None:
