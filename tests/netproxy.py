@@ -18,6 +18,14 @@ from dataclasses import dataclass, field
 @dataclass(eq=False)
 class _Link:
     frozen: asyncio.Event = field(default_factory=asyncio.Event)  # set: no byte moves either way
+    released: asyncio.Event = field(default_factory=asyncio.Event)  # set: the proxy is stopping
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
+
+    def close(self) -> None:
+        """End both directions: closed transports hand their readers EOF, so the pumps return."""
+        self.released.set()
+        for writer in self.writers:
+            writer.close()
 
 
 @dataclass
@@ -31,6 +39,7 @@ class Proxy:
     connections: int = 0
     _links: set[_Link] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stopping: bool = False
 
     @property
     def url(self) -> str:
@@ -46,24 +55,43 @@ class Proxy:
         return len(self._links)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        link = _Link()
+        link = _Link(writers=[writer])
+        if self._stopping:
+            link.close()
+            return
         self._links.add(link)
         self.connections += 1
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        except OSError:
-            writer.close()
-            self._links.discard(link)
-            return
-        try:
+            link.writers.append(up_writer)
+            if link.released.is_set():
+                return
             await asyncio.gather(
                 self._pump(reader, up_writer, link, count=True),
                 self._pump(up_reader, writer, link, count=False),
             )
+        except OSError:
+            pass
         finally:
             self._links.discard(link)
-            for w in (writer, up_writer):
-                w.close()
+            link.close()
+
+    async def _stop(self, server: asyncio.Server) -> None:
+        """Close every connection and let each one's task end by itself.
+
+        The tasks are not cancelled: on Python 3.11 a connection task cancelled before it runs
+        leaves its transport open (the stream protocol's done-callback raises instead of closing).
+        """
+        self._stopping = True
+        server.close()
+        for link in list(self._links):
+            link.close()
+        me = asyncio.current_task()
+        for _ in range(100):
+            pending = [task for task in asyncio.all_tasks() if task is not me]
+            if not pending:
+                return
+            await asyncio.wait(pending, timeout=0.05)
 
     async def _pump(
         self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, link: _Link, *, count: bool
@@ -83,7 +111,7 @@ class Proxy:
             if link.frozen.is_set():
                 # Stalled: the socket stays open and nothing is read (the reader's buffer fills, the
                 # transport pauses, the sender's buffers fill) until the proxy is stopped.
-                await asyncio.get_running_loop().create_future()
+                await link.released.wait()
             elif sink.can_write_eof():
                 sink.write_eof()
         except (ConnectionError, OSError):
@@ -107,15 +135,7 @@ def proxy_to(host: str, port: int) -> Iterator[Proxy]:
     try:
         yield proxy
     finally:
-
-        async def stop() -> None:
-            server.close()
-            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(stop(), loop).result(5)
+        asyncio.run_coroutine_threadsafe(proxy._stop(server), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
