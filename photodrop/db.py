@@ -117,7 +117,14 @@ class Database:
         async with self.engine.begin() as conn:
             if not self.is_sqlite:
                 await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
-            await conn.run_sync(_upgrade, settings)
+            sealed = await conn.run_sync(_upgrade, settings)
+        if sealed and self.is_sqlite:
+            # Rows written before the upgrade, while secure_delete was off, can leave copies of the
+            # plaintext in pages' free space; only a rebuild of the file removes them.
+            async with self.engine.connect() as conn:
+                driver = (await conn.get_raw_connection()).driver_connection
+                assert driver is not None
+                await driver.execute("VACUUM")
 
     async def dispose(self) -> None:
         if self._writer is not None:
@@ -209,6 +216,9 @@ def _with_async_driver(url: str) -> str:
     return f"postgresql+asyncpg{sep}{rest}" if scheme in ("postgres", "postgresql") else url
 
 
+SEALED_ROWS = "sealed_rows"  # set in Alembic's attributes by a revision that sealed stored plaintext
+
+
 def alembic_config(connection: Connection | None = None, settings: Settings | None = None) -> Config:
     """Alembic's configuration; revisions that re-seal stored secrets read ``settings`` from it."""
     config = Config()
@@ -218,8 +228,11 @@ def alembic_config(connection: Connection | None = None, settings: Settings | No
     return config
 
 
-def _upgrade(connection: Connection, settings: Settings | None) -> None:
-    command.upgrade(alembic_config(connection, settings), "head")
+def _upgrade(connection: Connection, settings: Settings | None) -> bool:
+    """Upgrade to the newest revision; whether a revision sealed stored plaintext on the way."""
+    config = alembic_config(connection, settings)
+    command.upgrade(config, "head")
+    return bool(config.attributes.get(SEALED_ROWS))
 
 
 def _configure_sqlite(engine: Any) -> None:

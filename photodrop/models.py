@@ -290,7 +290,7 @@ class EventWebhook(SQLModel, table=True):
     retry_intervals: list[int] = Field(sa_column=Column(JSON, nullable=False))
     disable_after_failures: int = 20
     consecutive_failures: int = 0
-    custom_headers: dict[str, str] = Field(sa_column=Column(JSON, nullable=False))
+    custom_headers_encrypted: str  # sealed (crypto.seal); resolvers.webhooks.headers_of opens it
     disabled_at: datetime | None = _when(nullable=True)
     created_at: datetime = _when()
     updated_at: datetime = _when()

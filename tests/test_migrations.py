@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -106,3 +107,41 @@ async def test_the_upgrade_seals_stored_webhook_secrets_and_the_downgrade_opens_
         hooks_plain = await connection.run_sync(_rows, "SELECT secret FROM event_webhook ORDER BY id")
     await database.dispose()
     assert plain == [(current, previous)] and hooks_plain == [(secret,) for secret in hook_secrets]
+
+
+async def test_the_upgrade_seals_event_webhook_headers_and_the_downgrade_opens_them(tmp_path: Path) -> None:
+    url = blank_database_url(tmp_path)
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data")  # type: ignore[call-arg]
+    headers = [{"Authorization": f"Bearer hdr-{n:04d}" + "cd" * 20, "X-Team": "claims"} for n in range(200)]
+    now = datetime.now(UTC).replace(tzinfo=None)
+    database = Database(url)
+    async with database.engine.begin() as connection:
+        await connection.run_sync(_migrate, "0010", settings)
+        await connection.execute(
+            text(
+                "INSERT INTO project (id, name, webhook_secret_encrypted, created_at) VALUES ('proj_1', 'p', '', :now)"
+            ),
+            {"now": now},
+        )
+        await connection.execute(
+            text(
+                "INSERT INTO event_webhook (id, project_id, url, topics, secret_encrypted, signature_method, "
+                "is_active, max_retries, retry_intervals, disable_after_failures, consecutive_failures, "
+                "custom_headers, created_at, updated_at) VALUES (:id, 'proj_1', 'https://hooks.example.com/', "
+                "'[\"*\"]', '', 'hmac_sha256', true, 5, '[60]', 20, 0, :headers, :now, :now)"
+            ),
+            [{"id": f"wh_{n:04d}", "headers": json.dumps(h), "now": now} for n, h in enumerate(headers)],
+        )
+    await database.migrate(settings)
+    async with database.engine.connect() as connection:
+        sealed = await connection.run_sync(_rows, "SELECT custom_headers_encrypted FROM event_webhook ORDER BY id")
+    await database.dispose()
+    assert [crypto.unseal(settings, str(token)) for (token,) in sealed] == headers
+    if not ON_POSTGRES:
+        raw = Path(url.split("///", 1)[1]).read_bytes()  # noqa: ASYNC240
+        assert b"Bearer hdr-" not in raw
+    async with database.engine.begin() as connection:
+        await connection.run_sync(_migrate, "0010", settings, down=True)
+        plain = await connection.run_sync(_rows, "SELECT custom_headers FROM event_webhook ORDER BY id")
+    await database.dispose()
+    assert [value if isinstance(value, dict) else json.loads(value) for (value,) in plain] == headers

@@ -77,7 +77,11 @@ def _create_everything(http: httpx.Client, key: str) -> list[str]:
     rotated = http.post("/v1/project/webhook-secret/rotate", headers=bearer(key)).json()
     hook = http.post(
         f"/v1/projects/{project['id']}/webhooks",
-        json={"url": "https://hooks.example.com/events", "topics": ["session.completed"]},
+        json={
+            "url": "https://hooks.example.com/events",
+            "topics": ["session.completed"],
+            "customHeaders": {"Authorization": "Bearer evt-" + secrets.token_hex(12)},
+        },
         headers=bearer(key),
     ).json()
     return [
@@ -92,6 +96,7 @@ def _create_everything(http: httpx.Client, key: str) -> list[str]:
         project["webhook_secret"],
         rotated["webhook_secret"],
         hook["secret"],
+        hook["customHeaders"]["Authorization"],
     ]
 
 

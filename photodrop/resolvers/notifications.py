@@ -42,7 +42,14 @@ from photodrop.models import (
 from photodrop.resolvers import outbox
 from photodrop.resolvers.deliveries import tags_as_object
 from photodrop.resolvers.projects import signing_secrets
-from photodrop.resolvers.webhooks import get_webhook, retry_delays, secret_of, subscribed_name, topic_matches
+from photodrop.resolvers.webhooks import (
+    get_webhook,
+    headers_of,
+    retry_delays,
+    secret_of,
+    subscribed_name,
+    topic_matches,
+)
 
 NOTIFIED = frozenset({"session.active", "session.completed", "session.expired"})
 
@@ -196,7 +203,7 @@ async def send_to_webhook(
         mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
         signed = {"X-Apertur-Signature": f"sha256={mac}", "X-Apertur-Timestamp": str(timestamp)}
     headers = {
-        **webhook.custom_headers,
+        **headers_of(services, webhook),
         "Content-Type": "application/json",
         "User-Agent": "photodrop-webhook/1",
         "X-Aptr-Event": str(document.get("type", "")),

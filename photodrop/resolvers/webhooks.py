@@ -131,7 +131,7 @@ async def create_webhook(services: Services, principal: Principal, data: Any) ->
         max_retries=spec.max_retries,
         retry_intervals=spec.retry_intervals,
         disable_after_failures=spec.disable_after_failures,
-        custom_headers=spec.custom_headers,
+        custom_headers_encrypted=crypto.seal(services.settings, spec.custom_headers),
         created_at=now,
         updated_at=now,
     )
@@ -144,6 +144,12 @@ async def create_webhook(services: Services, principal: Principal, data: Any) ->
 def secret_of(services: Services, webhook: EventWebhook) -> str:
     """The secret that signs what goes to ``webhook``, opened from its sealed column."""
     return crypto.unseal_text(services.settings, webhook.secret_encrypted)
+
+
+def headers_of(services: Services, webhook: EventWebhook) -> dict[str, str]:
+    """The headers the project asked to send with each of ``webhook``'s events, opened from their
+    sealed column: they often carry the receiver's credential."""
+    return crypto.unseal(services.settings, webhook.custom_headers_encrypted)
 
 
 async def list_webhooks(services: Services, principal: Principal) -> list[EventWebhook]:
@@ -167,7 +173,10 @@ async def update_webhook(services: Services, principal: Principal, webhook_id: s
     async with services.db.write() as s:
         webhook = await s.get(EventWebhook, webhook_id)
         assert webhook is not None
-        for name, value in change.model_dump(exclude_unset=True).items():
+        values = change.model_dump(exclude_unset=True)
+        if (headers := values.pop("custom_headers", None)) is not None:
+            webhook.custom_headers_encrypted = crypto.seal(services.settings, headers)
+        for name, value in values.items():
             setattr(webhook, name, value)
         if change.is_active:
             webhook.disabled_at = None

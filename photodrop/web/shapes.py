@@ -227,7 +227,8 @@ class ProjectOut(BaseModel):
 
 
 class EventWebhookOut(BaseModel):
-    """Apertur's EventWebhook shape (camelCase), secret included: only the project's own keys see it."""
+    """Apertur's EventWebhook shape (camelCase), secret and custom headers included: only the
+    project's own keys see it."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
 

@@ -39,14 +39,18 @@ async def _subscribe(client: httpx.AsyncClient, key: str, **body: Any) -> dict[s
 
 
 async def test_matching_events_arrive_signed_with_hmac(client: httpx.AsyncClient, key: str, receiver: Receiver) -> None:
-    hook = await _subscribe(client, key, url=receiver.url, topics=["session.*"])
+    hook = await _subscribe(
+        client, key, url=receiver.url, topics=["session.*"], customHeaders={"Authorization": "Bearer rcv-1"}
+    )
     assert hook["signatureMethod"] == "hmac_sha256" and len(hook["secret"]) == 64 and hook["isActive"] is True
+    assert hook["customHeaders"] == {"Authorization": "Bearer rcv-1"}
     session = await new_session(client, key, max_images=1, tags={"claim": "C-1"})
     await upload(client, session["id"])
     with anyio.fail_after(20):
         notified = await receiver.wait_for_notifications(2)
     documents = []
     for got in notified:
+        assert got.headers["authorization"] == "Bearer rcv-1"  # opened from its sealed column
         stamp = got.headers["x-apertur-timestamp"]
         expected = hmac.new(hook["secret"].encode(), f"{stamp}.".encode() + got.body, hashlib.sha256).hexdigest()
         assert got.headers["x-apertur-signature"] == f"sha256={expected}"

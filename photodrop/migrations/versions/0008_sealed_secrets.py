@@ -12,14 +12,14 @@ Create Date: 2026-12-01
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import sqlalchemy as sa
 from alembic import op
 
 from photodrop import crypto
-from photodrop.config import Settings
+from photodrop.migrations import sealing
 
 revision: str = "0008"
 down_revision: str | None = "0007"
@@ -43,61 +43,20 @@ _SECRETS = (
 
 
 def upgrade() -> None:
-    _secure_delete(True)
+    sealing.secure_delete(True)
     for secret in _SECRETS:
-        _add(secret, secret.sealed, sa.String())
-        _rewrite(secret.table, secret.plain, secret.sealed, crypto.seal_text)
+        sealing.add_in_place(secret.table, secret.sealed, sa.String(), nullable=secret.nullable)
+        plain, sealed = (secret.plain, sa.String()), (secret.sealed, sa.String())
+        sealing.rewrite(secret.table, plain, sealed, crypto.seal_text, blank="")
         op.drop_column(secret.table, secret.plain)
-    _secure_delete(False)
+    sealing.secure_delete(False)
 
 
 def downgrade() -> None:
-    _secure_delete(True)
+    sealing.secure_delete(True)
     for secret in _SECRETS:
-        _add(secret, secret.plain, sa.String(length=secret.plain_length))
-        _rewrite(secret.table, secret.sealed, secret.plain, crypto.unseal_text)
+        plain_type = sa.String(length=secret.plain_length)
+        sealing.add_in_place(secret.table, secret.plain, plain_type, nullable=secret.nullable)
+        sealing.rewrite(secret.table, (secret.sealed, sa.String()), (secret.plain, plain_type), crypto.unseal_text)
         op.drop_column(secret.table, secret.sealed)
-    _secure_delete(False)
-
-
-def _secure_delete(on: bool) -> None:
-    # While on, SQLite zeroes the space the dropped plaintext columns held, so no copy is left in
-    # the file; off again afterwards, as every other connection of the pool has it.
-    if op.get_bind().dialect.name == "sqlite":
-        op.execute(f"PRAGMA secure_delete = {'ON' if on else 'OFF'}")
-
-
-def _add(secret: _Secret, column: str, type_: sa.String) -> None:
-    """Add ``column`` in place, without rebuilding the table: SQLite cannot rebuild a table other
-    tables refer to inside the migration's transaction. A NOT NULL column comes with an empty
-    default for the rows it is filled in next; PostgreSQL drops that default again."""
-    if secret.nullable:
-        op.add_column(secret.table, sa.Column(column, type_, nullable=True))
-        return
-    op.add_column(secret.table, sa.Column(column, type_, nullable=False, server_default=""))
-    if op.get_bind().dialect.name != "sqlite":
-        op.alter_column(secret.table, column, server_default=None)
-
-
-def _rewrite(table: str, source: str, target: str, change: Callable[[Settings, str], str]) -> None:
-    bind = op.get_bind()
-    # Names come from _SECRETS above, never from input.
-    rows = bind.execute(sa.text(f"SELECT id, {source} FROM {table} WHERE {source} IS NOT NULL")).all()  # noqa: S608
-    settings = _settings() if rows else None
-    for row_id, value in rows:
-        assert settings is not None
-        bind.execute(
-            sa.text(f"UPDATE {table} SET {target} = :value WHERE id = :id"),  # noqa: S608
-            {"value": change(settings, value), "id": row_id},
-        )
-
-
-def _settings() -> Settings:
-    config = op.get_context().config
-    settings = config.attributes.get("settings") if config is not None else None
-    if not isinstance(settings, Settings):
-        raise RuntimeError(
-            "this migration seals the stored webhook secrets and needs the deployment's settings "
-            "(PHOTODROP_SECRET_KEY or the data directory's secret_key): run it with `photodrop migrate`"
-        )
-    return settings
+    sealing.secure_delete(False)

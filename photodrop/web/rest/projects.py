@@ -59,7 +59,11 @@ def _project_out(request: Request, project: Project) -> ProjectOut:
 
 
 def _webhook_out(request: Request, row: EventWebhook) -> dict[str, object]:
-    shaped = EventWebhookOut.model_validate(row.model_dump() | {"secret": webhooks.secret_of(services(request), row)})
+    opened = {
+        "secret": webhooks.secret_of(services(request), row),
+        "custom_headers": webhooks.headers_of(services(request), row),
+    }
+    shaped = EventWebhookOut.model_validate(row.model_dump() | opened)
     return shaped.model_dump(mode="json", by_alias=True)
 
 
