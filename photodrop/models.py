@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -26,7 +25,7 @@ from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
 from photodrop.images import MIME_ALIASES, SUPPORTED_MIME_TYPES
-from photodrop.validators import Patch, maximum_from_setting
+from photodrop.validators import Patch, is_http_url, maximum_from_setting
 
 
 def utcnow() -> datetime:
@@ -567,8 +566,7 @@ class SessionCreate(_SessionLimits):
                 "missing", "webhook_url is required when delivery_mode is webhook", {"param": "webhook_url"}
             )
         if self.webhook_url is not None:
-            url = urlsplit(self.webhook_url)
-            if url.scheme not in ("http", "https") or not url.hostname:
+            if not is_http_url(self.webhook_url):
                 raise PydanticCustomError(
                     "url", "webhook_url must be an http or https URL with a host", {"param": "webhook_url"}
                 )

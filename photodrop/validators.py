@@ -1,11 +1,12 @@
-"""Rules that input models of several resources share: partial updates, and HTTP headers a caller
-asks photodrop to send."""
+"""Rules that input models of several resources share: partial updates, URLs photodrop sends
+requests to, and HTTP headers a caller asks photodrop to send."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Self
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, ModelWrapValidatorHandler, model_validator
 from pydantic_core import PydanticCustomError
@@ -99,3 +100,9 @@ SETTING_MAXIMUM = "x-maximum-setting"
 def maximum_from_setting(setting: str) -> dict[str, Any]:
     """``json_schema_extra`` for a field bounded by ``Settings.<setting>`` rather than by a constant."""
     return {SETTING_MAXIMUM: setting}
+
+
+def is_http_url(value: str) -> bool:
+    """An absolute http or https URL with a host: somewhere photodrop can send a request."""
+    url = urlsplit(value)
+    return url.scheme in ("http", "https") and bool(url.hostname)

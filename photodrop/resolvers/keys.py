@@ -14,14 +14,23 @@ from sqlmodel import col, select
 
 from photodrop.context import Principal, Services
 from photodrop.errors import InvalidInput, NotFound, StateConflict, validated
-from photodrop.models import ApiKey, Destination, KeyEnv, MaxImages, supported_mime_types, utcnow
+from photodrop.models import (
+    DIMENSION_HELP,
+    MAX_IMAGE_DIMENSION,
+    MIN_IMAGE_DIMENSION,
+    ApiKey,
+    Destination,
+    KeyEnv,
+    MaxImages,
+    supported_mime_types,
+    utcnow,
+)
 from photodrop.resolvers.destinations import active_destinations
 from photodrop.resolvers.projects import IssuedKey, forget_key, issue_key, seal_signing_secret
 from photodrop.signing import new_signing_secret
 from photodrop.validators import Patch
 
 MAX_LISTED = 50
-MAX_IMAGE_DIMENSION = 20_000
 _DOMAIN = r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 
 
@@ -33,7 +42,10 @@ class _KeyFields(BaseModel):
     label: StrictStr | None = Field(default=None, min_length=1, max_length=100)
     max_images: MaxImages | None = None
     allowed_mime_types: list[StrictStr] | None = Field(default=None, min_length=1, max_length=20)
-    max_image_dimension: StrictInt | None = Field(default=None, ge=1, le=MAX_IMAGE_DIMENSION)
+    # The sessions' own bounds: a key's default becomes every session's value.
+    max_image_dimension: StrictInt | None = Field(
+        default=None, ge=MIN_IMAGE_DIMENSION, le=MAX_IMAGE_DIMENSION, description=DIMENSION_HELP
+    )
     # true issues a signing secret (returned once); on an update, false stops requiring signatures.
     signing: StrictBool | None = None
 

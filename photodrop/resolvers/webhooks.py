@@ -16,7 +16,7 @@ from photodrop.context import Principal, Services
 from photodrop.errors import NotFound, validated
 from photodrop.ids import new_id
 from photodrop.models import Event, EventWebhook, Notification, SignatureMethod, utcnow
-from photodrop.validators import Patch, SendableHeaders
+from photodrop.validators import Patch, SendableHeaders, is_http_url
 
 DEFAULT_INTERVALS = [60, 300, 1800, 7200, 21600]
 MAX_INTERVAL = 7 * 24 * 3600  # seconds; a longer wait would outlive the event's usefulness
@@ -24,8 +24,8 @@ RetryInterval = Annotated[int, Field(ge=0, le=MAX_INTERVAL)]
 
 
 def _http_url(value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        raise ValueError("the webhook url must be http or https")
+    if not is_http_url(value):
+        raise ValueError("the webhook url must be an http or https URL with a host")
     return value
 
 

@@ -124,6 +124,8 @@ async def test_the_test_action_sends_a_signed_event(client: httpx.AsyncClient, k
     [
         ({"topics": ["session.*"]}, "url"),
         ({"url": "ftp://x", "topics": ["a"]}, "url"),
+        ({"url": "http://", "topics": ["a"]}, "url"),  # no host: the session's webhook_url refuses it too
+        ({"url": "https:///path-only", "topics": ["a"]}, "url"),
         ({"url": "http://x.test", "topics": []}, "topics"),
         ({"url": "http://x.test", "topics": ["Not A Topic"]}, "topics"),
         ({"url": "http://x.test", "topics": ["a"], "signatureMethod": "md5"}, "signatureMethod"),

@@ -23,6 +23,9 @@ BAD_CREATES: list[tuple[Any, str | None]] = [
     ({"label": "x" * 101}, "label"),
     ({"label": "x", "maxImages": "5"}, "maxImages"),
     ({"label": "x", "maxImageDimension": 20_001}, "maxImageDimension"),
+    # Below what a session takes: every session made with the key would be refused over a field its
+    # caller never sent.
+    ({"label": "x", "maxImageDimension": 8}, "maxImageDimension"),
     ({"label": "x", "allowedMimeTypes": []}, "allowedMimeTypes"),
     ({"label": "x", "allowedMimeTypes": ["image/svg+xml"]}, "allowedMimeTypes"),
     ({"label": "x", "env": "staging"}, "env"),
