@@ -356,7 +356,7 @@ async def _commit(
         # Once queued, the unit commits or not whatever the caller does: wait for its outcome so
         # the staged object is kept exactly when its image row is.
         with anyio.CancelScope(shield=True):
-            claimed, events = await services.db.run(_committing(session, image, subscribed, reserved=reserved))
+            claimed, events, pushed = await services.db.run(_committing(session, image, subscribed, reserved=reserved))
     except _NoRoom:
         await services.storage.delete(key)
         ensure_accepting(await expire_if_due(services, await find_session(services, session.id)))
@@ -365,7 +365,8 @@ async def _commit(
         await services.storage.delete(key)
         raise
     await services.bus.publish(events)
-    services.wake_workers()
+    if pushed:  # a poll-only image queues nothing a worker sends: waking it would be a claim that finds nothing
+        services.wake_workers()
     services.metrics.image_accepted(image.size_bytes)
     return image, claimed
 
@@ -427,16 +428,18 @@ _DESTINATION_KINDS = select(Destination.id, Destination.kind).where(
 
 def _committing(
     session: UploadSession, image: Image, subscribed: Sequence[EventWebhook], *, reserved: bool
-) -> Unit[tuple[UploadSession, list[Envelope]]]:
+) -> Unit[tuple[UploadSession, list[Envelope], bool]]:
     """The unit that commits ``image``: the session's slot, the image, its deliveries, its events
     and their notifications, in one transaction (one savepoint of a group commit on SQLite).
+    Besides the session and the events, it says whether it queued work for the delivery worker
+    (a pushed delivery or a notification).
 
     Plain statements, no ORM session: the conditional update's RETURNING is the session as the
     commit leaves it, so nothing is read back. Raises ``_NoRoom`` when the slot is gone and
     ``KeyTaken`` when another request committed the image's idempotency key first.
     """
 
-    def unit(conn: Connection) -> tuple[UploadSession, list[Envelope]]:
+    def unit(conn: Connection) -> tuple[UploadSession, list[Envelope], bool]:
         now = image.created_at
         row = conn.execute(_CLAIMS[reserved], {"session_id": session.id, "now": now}).first()
         if row is None:
@@ -482,7 +485,8 @@ def _committing(
             events.append(status_event(claimed))
         notifications = notifications_for(claimed, events, subscribed)
         inserting(*deliveries, *(event.to_row() for event in events), *notifications)(conn)
-        return claimed, events
+        pushed = bool(notifications) or any(kind is not DeliveryMode.POLL for kind in targets.values())
+        return claimed, events, pushed
 
     return unit
 

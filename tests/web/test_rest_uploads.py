@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import json
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from PIL import Image as PILImage
 from sqlmodel import select
+from starlette.applications import Starlette
 
 from photodrop.context import Services
 from photodrop.models import Delivery, DeliveryStatus, Event, Image, ServerKey
@@ -400,3 +402,16 @@ async def test_the_server_key_is_made_once_even_when_asked_for_at_once(services:
     assert len(set(keys)) == 1
     async with services.db.read() as s:
         assert len((await s.exec(select(ServerKey))).all()) == 1
+
+
+async def test_only_an_upload_that_queues_a_sending_wakes_the_worker(
+    app: Starlette, client: httpx.AsyncClient, key: str, services: Services
+) -> None:
+    wakes: list[None] = []
+    app.state.services = dataclasses.replace(services, wake_workers=lambda: wakes.append(None))
+    polled = await new_session(client, key, max_images=3)
+    assert (await upload(client, polled["id"])).status_code == 201
+    assert wakes == []  # a long-polled image waits for its client: nothing for a worker to send
+    pushed = await new_session(client, key, delivery_mode="webhook", webhook_url="http://hooks.test/x")
+    assert (await upload(client, pushed["id"])).status_code == 201
+    assert wakes == [None]
