@@ -21,7 +21,8 @@ from sqlmodel import select
 from starlette.applications import Starlette
 
 from photodrop.context import Services
-from photodrop.models import Delivery, DeliveryStatus, Event, Image, ServerKey
+from photodrop.models import Delivery, DeliveryStatus, Event, Image, ServerKey, UploadSession
+from photodrop.resolvers import uploads
 from photodrop.resolvers.encryption import OAEP, public_key_pem
 from tests.conftest import backdate, bearer, files_under, image_bytes, new_session, staged_bytes, staged_keys, upload
 
@@ -415,3 +416,26 @@ async def test_only_an_upload_that_queues_a_sending_wakes_the_worker(
     pushed = await new_session(client, key, delivery_mode="webhook", webhook_url="http://hooks.test/x")
     assert (await upload(client, pushed["id"])).status_code == 201
     assert wakes == [None]
+
+
+async def test_an_upload_reads_its_session_as_the_orm_would(
+    client: httpx.AsyncClient, key: str, services: Services
+) -> None:
+    created = await new_session(
+        client,
+        key,
+        max_images=5,
+        tags={"claim_id": "CLM-4521"},
+        password="secret-1",
+        allowed_mime_types=["image/jpeg", "image/png"],
+        max_image_dimension=1000,
+    )
+    assert (await upload(client, created["id"], headers={"X-Session-Password": "secret-1"})).status_code == 201
+    async with services.db.read() as s:
+        stored = await s.get(UploadSession, created["id"])
+    assert stored is not None
+    read = await uploads._read_session(services, created["id"])
+    assert read is not None
+    assert read.model_dump() == stored.model_dump()
+    assert {k: type(v) for k, v in read.model_dump().items()} == {k: type(v) for k, v in stored.model_dump().items()}
+    assert await uploads._read_session(services, "sess_01JZZZZZZZZZZZZZZZZZZZZZZZ") is None
