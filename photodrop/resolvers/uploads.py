@@ -112,9 +112,10 @@ async def _found(services: Services, session_id: str, principal: Principal | Non
 async def _read_session(services: Services, session_id: str) -> UploadSession | None:
     """The session's row as it is now, or None: what every upload reads before it takes a byte.
 
-    On SQLite one prepared statement straight to the driver (one trip to its thread, where an ORM
-    read makes five), its values converted by the columns' own types; elsewhere an ORM read. The
-    commit's conditional update checks the state again, so nothing here needs a transaction.
+    On SQLite one prepared statement straight to the driver, its values converted by the columns'
+    own types: two trips to the driver's thread (the statement, and the pool's rollback as the
+    connection goes back), where an ORM read makes five. Elsewhere an ORM read. The commit's
+    conditional update checks the state again, so nothing here needs a transaction.
     """
     if not services.db.is_sqlite:
         async with services.db.read() as s:
