@@ -21,17 +21,27 @@ Streaming ingest keeps it flat: no upload's bytes or pixels are held in memory a
 
 photodrop runs with its per-key rate limit off (PHOTODROP_RATE_LIMIT_PER_MINUTE=0): one key sends
 far more uploads here than a client may.
+
+``--rounds N`` changes the number of alternating rounds; ``--profile FILE`` samples photodrop's
+server with ``py-spy record --nonblocking`` (py-spy on the PATH) over the measured rounds, writing
+collapsed stacks to FILE; ``--no-memory`` skips the 20 MB part.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import itertools
 import math
 import os
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -115,13 +125,31 @@ async def create_sessions(url: str, key: str, count: int) -> list[str]:
         return ids
 
 
-async def measure(photodrop_server: Server, key: str, baseline_server: Server) -> None:
+@contextmanager
+def sampled(pid: int, profile: Path | None) -> Iterator[None]:
+    """With ``profile``, py-spy records process ``pid`` until the block ends (collapsed stacks into it)."""
+    if profile is None:
+        yield
+        return
+    spy = shutil.which("py-spy") or "py-spy"
+    command = [spy, "record", "--nonblocking", "--format", "raw", "-o", str(profile), "--pid", str(pid)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGINT)  # py-spy writes its stacks as it stops
+        process.wait(timeout=60)
+
+
+async def measure(
+    photodrop_server: Server, key: str, baseline_server: Server, *, rounds: int, profile: Path | None, memory: bool
+) -> None:
     photos = make_photos((3000, 2000), (14, 18, 22, 26), 90)
     bodies = [multipart(photo, index) for index, photo in enumerate(photos)]
     assert REQUESTS % len(photos) == WARMUP % len(photos) == 0, "every round sends each photo equally often"
     headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
     picks = itertools.cycle(range(len(bodies)))
-    sessions = await create_sessions(photodrop_server.url, key, math.ceil((WARMUP + ROUNDS * REQUESTS) / SESSION_SIZE))
+    sessions = await create_sessions(photodrop_server.url, key, math.ceil((WARMUP + rounds * REQUESTS) / SESSION_SIZE))
     next_session = itertools.cycle(sessions)  # round robin: no session gets more than SESSION_SIZE
 
     async def to_photodrop(client: httpx.AsyncClient) -> httpx.Response:
@@ -132,20 +160,22 @@ async def measure(photodrop_server: Server, key: str, baseline_server: Server) -
         return await client.post(f"{baseline_server.url}/upload", content=bodies[next(picks)], headers=headers)
 
     sides = {"photodrop": (photodrop_server, to_photodrop), "baseline": (baseline_server, to_baseline)}
-    results = await compare(sides, requests=REQUESTS, rounds=ROUNDS, warmup=WARMUP, concurrency=CONCURRENCY)
+    with sampled(photodrop_server.pid, profile):
+        results = await compare(sides, requests=REQUESTS, rounds=rounds, warmup=WARMUP, concurrency=CONCURRENCY)
     mean = sum(map(len, photos)) / len(photos)
     ours, theirs = (REQUESTS * mean / results[side].median_seconds / 1e6 for side in sides)
     best_ours, best_theirs = (REQUESTS * mean / results[side].best_seconds / 1e6 for side in sides)
     print("photodrop runs with PHOTODROP_RATE_LIMIT_PER_MINUTE=0 (the per-key rate limit off)")
     print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print(f"{len(photos)} JPEGs of 3000x2000, {mean / 1e6:.2f} MB on average; {CONCURRENCY} clients, ", end="")
-    print(f"{REQUESTS} uploads a round, {ROUNDS} alternating rounds each (MB = 10^6 bytes)")
+    print(f"{REQUESTS} uploads a round, {rounds} alternating rounds each (MB = 10^6 bytes)")
     print(f"ingest (median round): photodrop {ours:.1f} MB/s, baseline {theirs:.1f} MB/s, ratio {ours / theirs:.2f}")
     print(f"ingest (best round): photodrop {best_ours:.1f} MB/s, baseline {best_theirs:.1f} MB/s, ", end="")
     print(f"ratio {best_ours / best_theirs:.2f}")
     cpu = [results[side].cpu_ms_per_request for side in sides]
     print(f"server CPU per upload: photodrop {cpu[0]:.1f} ms, baseline {cpu[1]:.1f} ms")
-    await measure_memory(photodrop_server, key)
+    if memory:
+        await measure_memory(photodrop_server, key)
 
 
 async def measure_memory(photodrop_server: Server, key: str) -> None:
@@ -177,11 +207,17 @@ def main() -> None:
 
         uvicorn.run(baseline_app(Path(sys.argv[3])), host="127.0.0.1", port=int(sys.argv[2]))
         return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="alternating rounds a side")
+    parser.add_argument("--profile", type=Path, help="record photodrop's server with py-spy into this file")
+    parser.add_argument("--no-memory", action="store_true", help="skip the RSS run of 20 MB uploads")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="photodrop-bench-") as tmp:
         root = Path(tmp)
         (root / "baseline").mkdir()
         with photodrop(root / "photodrop") as (ours, key), baseline(__file__, root / "baseline") as theirs:
-            asyncio.run(measure(ours, key, theirs))
+            run = measure(ours, key, theirs, rounds=args.rounds, profile=args.profile, memory=not args.no_memory)
+            asyncio.run(run)
 
 
 if __name__ == "__main__":

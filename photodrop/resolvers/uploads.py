@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import anyio
 from sqlalchemy import bindparam, case, func, or_, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from photodrop import logs
 from photodrop.context import Principal, Services
-from photodrop.db import inserting
+from photodrop.db import inserting, new_row
 from photodrop.downscale import scale_down
 from photodrop.errors import (
     Expired,
@@ -97,10 +99,52 @@ async def verify_password(services: Services, session_id: str, password: str) ->
 
 
 async def _found(services: Services, session_id: str, principal: Principal | None) -> UploadSession:
-    session = await find_session(services, session_id)
+    session = await _read_session(services, session_id)
+    if session is None:
+        raise NotFound("no such upload session", param="id")
+    logs.bind(project=session.project_id, session=session.id)
+    session = await expire_if_due(services, session)
     if principal is not None and principal.project_id != session.project_id:
         raise NotFound("no such upload session", param="id")
     return session
+
+
+async def _read_session(services: Services, session_id: str) -> UploadSession | None:
+    """The session's row as it is now, or None: what every upload reads before it takes a byte.
+
+    On SQLite one prepared statement straight to the driver, its values converted by the columns'
+    own types: two trips to the driver's thread (the statement, and the pool's rollback as the
+    connection goes back), where an ORM read makes five. Elsewhere an ORM read. The commit's
+    conditional update checks the state again, so nothing here needs a transaction.
+    """
+    if not services.db.is_sqlite:
+        async with services.db.read() as s:
+            return await s.get(UploadSession, session_id)
+    async with services.db.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection  # aiosqlite's connection
+        read = _session_read(conn.dialect)
+        rows = await driver.execute_fetchall(read.sql, (session_id,))
+    return new_row(UploadSession, **read.values(rows[0])) if rows else None
+
+
+@dataclass(frozen=True)
+class _PreparedRead:
+    sql: str
+    columns: Sequence[tuple[str, Callable[[Any], Any] | None]]  # attribute, and how its type loads a value
+
+    def values(self, row: Sequence[Any]) -> dict[str, Any]:
+        return {
+            key: value if load is None else load(value) for (key, load), value in zip(self.columns, row, strict=True)
+        }
+
+
+@functools.cache
+def _session_read(dialect: Dialect) -> _PreparedRead:
+    statement = select(*_SESSIONS.c).where(_SESSIONS.c.id == bindparam("id"))
+    sql = str(statement.compile(dialect=dialect))
+    loads = [(column.key, column.type.dialect_impl(dialect).result_processor(dialect, None)) for column in _SESSIONS.c]
+    return _PreparedRead(sql, loads)
 
 
 async def open_for_upload(
@@ -356,7 +400,7 @@ async def _commit(
         # Once queued, the unit commits or not whatever the caller does: wait for its outcome so
         # the staged object is kept exactly when its image row is.
         with anyio.CancelScope(shield=True):
-            claimed, events = await services.db.run(_committing(session, image, subscribed, reserved=reserved))
+            claimed, events, pushed = await services.db.run(_committing(session, image, subscribed, reserved=reserved))
     except _NoRoom:
         await services.storage.delete(key)
         ensure_accepting(await expire_if_due(services, await find_session(services, session.id)))
@@ -365,7 +409,8 @@ async def _commit(
         await services.storage.delete(key)
         raise
     await services.bus.publish(events)
-    services.wake_workers()
+    if pushed:  # a poll-only image queues nothing a worker sends: waking it would be a claim that finds nothing
+        services.wake_workers()
     services.metrics.image_accepted(image.size_bytes)
     return image, claimed
 
@@ -427,21 +472,23 @@ _DESTINATION_KINDS = select(Destination.id, Destination.kind).where(
 
 def _committing(
     session: UploadSession, image: Image, subscribed: Sequence[EventWebhook], *, reserved: bool
-) -> Unit[tuple[UploadSession, list[Envelope]]]:
+) -> Unit[tuple[UploadSession, list[Envelope], bool]]:
     """The unit that commits ``image``: the session's slot, the image, its deliveries, its events
     and their notifications, in one transaction (one savepoint of a group commit on SQLite).
+    Besides the session and the events, it says whether it queued work for the delivery worker
+    (a pushed delivery or a notification).
 
     Plain statements, no ORM session: the conditional update's RETURNING is the session as the
     commit leaves it, so nothing is read back. Raises ``_NoRoom`` when the slot is gone and
     ``KeyTaken`` when another request committed the image's idempotency key first.
     """
 
-    def unit(conn: Connection) -> tuple[UploadSession, list[Envelope]]:
+    def unit(conn: Connection) -> tuple[UploadSession, list[Envelope], bool]:
         now = image.created_at
         row = conn.execute(_CLAIMS[reserved], {"session_id": session.id, "now": now}).first()
         if row is None:
             raise _NoRoom()
-        claimed = UploadSession(**row._mapping)
+        claimed = new_row(UploadSession, **row._mapping)
         image.index = claimed.image_count - 1
         try:
             inserting(image)(conn)
@@ -482,7 +529,8 @@ def _committing(
             events.append(status_event(claimed))
         notifications = notifications_for(claimed, events, subscribed)
         inserting(*deliveries, *(event.to_row() for event in events), *notifications)(conn)
-        return claimed, events
+        pushed = bool(notifications) or any(kind is not DeliveryMode.POLL for kind in targets.values())
+        return claimed, events, pushed
 
     return unit
 

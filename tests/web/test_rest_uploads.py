@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import json
@@ -17,9 +18,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from PIL import Image as PILImage
 from sqlmodel import select
+from starlette.applications import Starlette
 
 from photodrop.context import Services
-from photodrop.models import Delivery, DeliveryStatus, Event, Image, ServerKey
+from photodrop.models import Delivery, DeliveryStatus, Event, Image, ServerKey, UploadSession
+from photodrop.resolvers import uploads
 from photodrop.resolvers.encryption import OAEP, public_key_pem
 from tests.conftest import backdate, bearer, files_under, image_bytes, new_session, staged_bytes, staged_keys, upload
 
@@ -400,3 +403,39 @@ async def test_the_server_key_is_made_once_even_when_asked_for_at_once(services:
     assert len(set(keys)) == 1
     async with services.db.read() as s:
         assert len((await s.exec(select(ServerKey))).all()) == 1
+
+
+async def test_only_an_upload_that_queues_a_sending_wakes_the_worker(
+    app: Starlette, client: httpx.AsyncClient, key: str, services: Services
+) -> None:
+    wakes: list[None] = []
+    app.state.services = dataclasses.replace(services, wake_workers=lambda: wakes.append(None))
+    polled = await new_session(client, key, max_images=3)
+    assert (await upload(client, polled["id"])).status_code == 201
+    assert wakes == []  # a long-polled image waits for its client: nothing for a worker to send
+    pushed = await new_session(client, key, delivery_mode="webhook", webhook_url="http://hooks.test/x")
+    assert (await upload(client, pushed["id"])).status_code == 201
+    assert wakes == [None]
+
+
+async def test_an_upload_reads_its_session_as_the_orm_would(
+    client: httpx.AsyncClient, key: str, services: Services
+) -> None:
+    created = await new_session(
+        client,
+        key,
+        max_images=5,
+        tags={"claim_id": "CLM-4521"},
+        password="secret-1",
+        allowed_mime_types=["image/jpeg", "image/png"],
+        max_image_dimension=1000,
+    )
+    assert (await upload(client, created["id"], headers={"X-Session-Password": "secret-1"})).status_code == 201
+    async with services.db.read() as s:
+        stored = await s.get(UploadSession, created["id"])
+    assert stored is not None
+    read = await uploads._read_session(services, created["id"])
+    assert read is not None
+    assert read.model_dump() == stored.model_dump()
+    assert {k: type(v) for k, v in read.model_dump().items()} == {k: type(v) for k, v in stored.model_dump().items()}
+    assert await uploads._read_session(services, "sess_01JZZZZZZZZZZZZZZZZZZZZZZZ") is None
