@@ -211,7 +211,10 @@ async def replayed_images(services: Services, session_id: str, client_key: str) 
             select(Image)
             .where(
                 Image.session_id == session_id,
-                or_(col(Image.client_key) == client_key, col(Image.client_key).startswith(f"{client_key}#")),
+                or_(
+                    col(Image.client_key) == client_key,
+                    col(Image.client_key).startswith(f"{client_key}#", autoescape=True),
+                ),
             )
             .order_by(col(Image.index))
         )

@@ -62,6 +62,20 @@ async def test_keys_belong_to_their_session(client: httpx.AsyncClient, key: str,
     assert a.status_code == b.status_code == 201 and a.json()["id"] != b.json()["id"]
 
 
+@pytest.mark.parametrize("wildcard", ["a_", "%", "a%"])
+async def test_a_key_with_sql_wildcards_replays_only_itself(
+    client: httpx.AsyncClient, key: str, services: Services, wildcard: str
+) -> None:
+    session = await new_session(client, key, max_images=5)
+    two = [("file", (f"{n}.jpg", image_bytes("JPEG", (64, 48 + n)), "image/jpeg")) for n in range(2)]
+    url = f"/api/v1/upload/{session['id']}/images"
+    stored = await client.post(url, files=two, headers={"Idempotency-Key": "ab"})  # keeps "ab" and "ab#1"
+    assert stored.status_code == 201, stored.text
+    other = await upload(client, session["id"], headers={"Idempotency-Key": wildcard})
+    assert other.status_code == 201, other.text  # a new photo, not a replay of "ab"'s second file
+    assert len(await _images(services, session["id"])) == 3
+
+
 async def test_a_replay_needs_the_session_password(client: httpx.AsyncClient, key: str, services: Services) -> None:
     session = await new_session(client, key, max_images=2, password="hunter22")
     first = await upload(client, session["id"], headers={"Idempotency-Key": "k", "X-Session-Password": "hunter22"})
