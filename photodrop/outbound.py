@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import select
 import socket
 import ssl
 from collections.abc import Iterable
@@ -268,11 +269,22 @@ class QuickStream(httpcore.AsyncNetworkStream):
     httpcore asks every idle connection whether its socket is readable (the server hung up) each time it
     places a request; anyio's stream answers each question by building a mapping of all its socket
     attributes, ``getpeername`` among them: about a third of a webhook delivery's own CPU. The raw socket
-    is looked up once here, and the question goes to it (the same test, the same answer)."""
+    is looked up once here, and registered once with a poll object of its own: each question is then one
+    ``poll(0)``, the same test httpcore makes (a socket it cannot ask is readable, as there)."""
 
     def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
         self.inner = inner
         self._socket: Any = inner.get_extra_info("socket")  # asyncio's TransportSocket, or None
+        self._fd = -1 if self._socket is None else self._socket.fileno()
+        self._poll: Any = None
+        if self._fd >= 0 and hasattr(select, "poll"):
+            self._poll = select.poll()
+            self._poll.register(self._fd, select.POLLIN)
+
+    def _readable(self) -> bool:
+        if self._poll is None or self._socket.fileno() != self._fd:  # closed: its number may be another's now
+            return is_socket_readable(self._socket)
+        return bool(self._poll.poll(0))
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109 (httpcore)
         return await self.inner.read(max_bytes, timeout)
@@ -293,7 +305,7 @@ class QuickStream(httpcore.AsyncNetworkStream):
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":
-            return is_socket_readable(self._socket)
+            return self._readable()
         if info == "socket":
             return self._socket
         return self.inner.get_extra_info(info)
