@@ -68,6 +68,9 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx announces every request it sends at INFO: a line per delivery, costing the worker more
+    # than the rest of the delivery's bookkeeping. Its warnings still come through, and DEBUG shows all.
+    logging.getLogger("httpx").setLevel(logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         # uvicorn may have given its loggers their own handlers; ours at the root should be the only ones.
         logging.getLogger(name).handlers.clear()

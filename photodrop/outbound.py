@@ -33,7 +33,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import select
 import socket
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,6 +43,7 @@ from urllib.parse import urlsplit
 
 import httpcore
 import httpx
+from httpcore._utils import is_socket_readable
 
 from photodrop.caches import TimedCache
 from photodrop.delivery.errors import DestinationUnavailable, Rejected
@@ -239,9 +242,10 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         failure: Exception | None = None
         for address in await self.policy.resolve(host, port):
             try:
-                return await self.inner.connect_tcp(
+                stream = await self.inner.connect_tcp(
                     address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
                 )
+                return QuickStream(stream)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failure = exc
         assert failure is not None
@@ -257,6 +261,54 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self.inner.sleep(seconds)
+
+
+class QuickStream(httpcore.AsyncNetworkStream):
+    """A connection's stream that answers the pool's liveness question straight from its socket.
+
+    httpcore asks every idle connection whether its socket is readable (the server hung up) each time it
+    places a request; anyio's stream answers each question by building a mapping of all its socket
+    attributes, ``getpeername`` among them: about a third of a webhook delivery's own CPU. The raw socket
+    is looked up once here, and registered once with a poll object of its own: each question is then one
+    ``poll(0)``, the same test httpcore makes (a socket it cannot ask is readable, as there)."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self.inner = inner
+        self._socket: Any = inner.get_extra_info("socket")  # asyncio's TransportSocket, or None
+        self._fd = -1 if self._socket is None else self._socket.fileno()
+        self._poll: Any = None
+        if self._fd >= 0 and hasattr(select, "poll"):
+            self._poll = select.poll()
+            self._poll.register(self._fd, select.POLLIN)
+
+    def _readable(self) -> bool:
+        if self._poll is None or self._socket.fileno() != self._fd:  # closed: its number may be another's now
+            return is_socket_readable(self._socket)
+        return bool(self._poll.poll(0))
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109 (httpcore)
+        return await self.inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109 (httpcore)
+        await self.inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+    ) -> httpcore.AsyncNetworkStream:
+        return QuickStream(await self.inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable":
+            return self._readable()
+        if info == "socket":
+            return self._socket
+        return self.inner.get_extra_info(info)
 
 
 class GuardedTransport(httpx.AsyncHTTPTransport):

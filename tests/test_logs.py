@@ -6,12 +6,13 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from photodrop import logs
 from photodrop.logs import ContextFilter, JsonFormatter
 from tests.conftest import bearer, new_session, upload
 
@@ -106,3 +107,22 @@ async def test_an_authenticated_request_is_logged_with_the_key_s_project(
     listed, refused = [line for line in access() if line["route"] == "/v1/sessions"]
     assert listed["project_id"].startswith("proj_") and "session_id" not in listed
     assert "project_id" not in refused and refused["status"] == 401
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    root, quiet = logging.getLogger(), logging.getLogger("httpx")
+    handlers, level, quiet_level = root.handlers[:], root.level, quiet.level
+    yield
+    root.handlers[:], quiet.level = handlers, quiet_level
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restored_logging")
+@pytest.mark.parametrize(("level", "announced"), [("INFO", False), ("DEBUG", True)])
+def test_httpx_announces_each_request_only_at_debug(level: str, announced: bool) -> None:
+    """A delivery's request line from httpx is noise at INFO (one per delivery); its warnings still show."""
+    logs.configure(level)
+    httpx_log = logging.getLogger("httpx")
+    assert httpx_log.isEnabledFor(logging.INFO) is announced
+    assert httpx_log.isEnabledFor(logging.WARNING)

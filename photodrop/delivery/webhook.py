@@ -4,12 +4,15 @@ Requests carry two signatures at once: Standard Webhooks (``webhook-id``, ``webh
 ``webhook-signature: v1,<base64>``, one per valid secret) and Apertur's ``X-Aptr-Signature:
 sha256=<hex HMAC of the raw body>`` (also sent as ``X-Apertur-Signature``).
 
-An image's request is built and signed on a worker thread, its bytes read there too: base64 and the
-HMACs are the CPU of a delivery (hashlib lets go of the GIL, so they run beside the event loop), and
-one round trip replaces one a chunk. The two schemes need an HMAC each (their keys and messages
-differ); the Apertur one is computed once for both of its headers. ``binary`` and ``multipart``
-bodies are not streamed from staging: the signatures go in the headers, before the first byte of the
-body, so a streamed body would be read twice; images are bounded by MAX_IMAGE_BYTES.
+A ``json_base64`` request is built and signed on a worker thread, its bytes read there too: base64
+and the HMACs are the CPU of a delivery (hashlib lets go of the GIL, so they run beside the event
+loop), and one round trip replaces one a chunk. The two schemes need an HMAC each (their keys and
+messages differ); the Apertur one is computed once for both of its headers.
+
+``binary`` and ``multipart`` bodies are streamed from staging, never held whole: the signatures go
+in the headers, before the first byte of the body, so the staged bytes are read twice, once to sign
+them (and count them, for the Content-Length) and once as they are sent. A multipart body is
+httpx's own encoding of the form, split around the file so the file's bytes can flow through it.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ import functools
 import hashlib
 import hmac
 import json
+import secrets
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
@@ -60,17 +64,51 @@ class WebhookConfig(DestinationConfig):
         return value
 
 
+class Signer:
+    """Both schemes' signatures of one body, fed to it piece by piece (a streamed body as it is read)."""
+
+    def __init__(self, keys: tuple[str, ...], message_id: str, timestamp: int) -> None:
+        """Standard Webhooks signs ``id.timestamp.body`` with each decoded ``whsec_`` secret; Apertur
+        signs the raw body with the first secret's text as it is."""
+        self.message_id, self.timestamp = message_id, timestamp
+        prefix = f"{message_id}.{timestamp}.".encode()
+        self._standard = [
+            hmac.new(base64.b64decode(key.removeprefix("whsec_")), prefix, hashlib.sha256) for key in keys
+        ]
+        self._apertur = hmac.new(keys[0].encode(), digestmod=hashlib.sha256) if keys else None
+
+    def update(self, data: bytes) -> None:
+        for mac in self._standard:
+            mac.update(data)
+        if self._apertur is not None:
+            self._apertur.update(data)
+
+    def headers(self) -> dict[str, str]:
+        if self._apertur is None:
+            return {}
+        apertur = "sha256=" + self._apertur.hexdigest()
+        standard = " ".join("v1," + base64.b64encode(mac.digest()).decode() for mac in self._standard)
+        return {
+            "webhook-id": self.message_id,
+            "webhook-timestamp": str(self.timestamp),
+            "webhook-signature": standard,
+            "X-Aptr-Signature": apertur,
+            "X-Apertur-Signature": apertur,
+        }
+
+
 def sign_standard(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     """``v1,<base64 HMAC-SHA256>`` of ``id.timestamp.body``, keyed by the decoded ``whsec_`` secret."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    mac = hmac.new(key, f"{message_id}.{timestamp}.".encode(), hashlib.sha256)
-    mac.update(body)  # not prefix + body: that would copy the whole body first
-    return "v1," + base64.b64encode(mac.digest()).decode()
+    signer = Signer((secret,), message_id, timestamp)
+    signer.update(body)
+    return signer.headers()["webhook-signature"]
 
 
 def sign_apertur(secret: str, body: bytes) -> str:
     """``sha256=<hex HMAC-SHA256>`` of the raw body, keyed by the secret's text as it is."""
-    return "sha256=" + hmac.digest(secret.encode(), body, "sha256").hex()
+    signer = Signer((secret,), "", 0)
+    signer.update(body)
+    return signer.headers()["X-Aptr-Signature"]
 
 
 class WebhookDestination(Destination):
@@ -78,14 +116,15 @@ class WebhookDestination(Destination):
     config: WebhookConfig
 
     async def deliver(self, payload: Payload) -> Receipt:
-        body, headers = await payload.with_bytes(functools.partial(self._request, payload))
-        response = await self.post(body, headers)
+        if self.config.format == "json_base64":
+            body, headers = await payload.with_bytes(functools.partial(self._request, payload))
+            response = await self.post(body, headers)
+        else:
+            response = await self._stream(payload)
         return Receipt(location=self.config.url, status_code=response.status_code)
 
-    def _request(self, payload: Payload, data: bytes) -> tuple[bytes, dict[str, str]]:
-        """The signed body and headers for one image (run on a worker thread)."""
-        body, content_type, extra = self._body(payload, data)
-        headers = {
+    def _image_headers(self, payload: Payload, content_type: str, extra: Mapping[str, str]) -> dict[str, str]:
+        return {
             **self.config.headers,
             **extra,
             "Content-Type": content_type,
@@ -94,9 +133,41 @@ class WebhookDestination(Destination):
             "X-Aptr-Image-Id": payload.image_id,
             "X-Aptr-Image-Index": str(payload.image_index),
             "X-Aptr-Delivery-Id": payload.delivery_id,
-            **self.signature_headers(payload.delivery_id, body),
         }
-        return body, headers
+
+    def _request(self, payload: Payload, data: bytes) -> tuple[bytes, dict[str, str]]:
+        """The signed ``json_base64`` body and headers for one image (run on a worker thread)."""
+        body = self._document(payload, data)
+        headers = self._image_headers(payload, "application/json", {})
+        return body, {**headers, **self.signature_headers(payload.delivery_id, body)}
+
+    async def _stream(self, payload: Payload) -> httpx.Response:
+        """POST a ``binary`` or ``multipart`` body from staging: signed on a first read, sent on a second."""
+        head, tail, content_type, extra = self._framing(payload)
+        signer = self._signer(payload.delivery_id)
+        signer.update(head)
+        length = len(head) + len(tail)
+        async for chunk in payload.chunks():
+            signer.update(chunk)
+            length += len(chunk)
+        signer.update(tail)
+
+        async def body() -> AsyncIterator[bytes]:
+            yield head
+            sent = 0
+            async for chunk in payload.chunks():
+                sent += len(chunk)
+                yield chunk
+            if sent != length - len(head) - len(tail):  # the receiver would see a short or long body
+                raise DestinationUnavailable("the staged image changed while it was being sent")
+            yield tail
+
+        headers = {
+            **self._image_headers(payload, content_type, extra),
+            "Content-Length": str(length),
+            **signer.headers(),
+        }
+        return await self.post(body(), headers)
 
     async def send_event(self, message_id: str, document: dict[str, Any]) -> None:
         """POST one event envelope as JSON, signed like image deliveries."""
@@ -114,21 +185,15 @@ class WebhookDestination(Destination):
         body = json.dumps({"type": "photodrop.test", "data": {}}).encode()
         await self.post(body, {"Content-Type": "application/json", **self.signature_headers("test", body)})
 
-    def signature_headers(self, message_id: str, body: bytes) -> dict[str, str]:
-        secrets = self.context.signing_secrets
-        if not secrets:
-            return {}
-        timestamp = int(time.time())
-        apertur = sign_apertur(secrets[0], body)
-        return {
-            "webhook-id": message_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": " ".join(sign_standard(s, message_id, timestamp, body) for s in secrets),
-            "X-Aptr-Signature": apertur,
-            "X-Apertur-Signature": apertur,
-        }
+    def _signer(self, message_id: str) -> Signer:
+        return Signer(self.context.signing_secrets, message_id, int(time.time()))
 
-    async def post(self, body: bytes, headers: Mapping[str, str]) -> httpx.Response:
+    def signature_headers(self, message_id: str, body: bytes) -> dict[str, str]:
+        signer = self._signer(message_id)
+        signer.update(body)
+        return signer.headers()
+
+    async def post(self, body: bytes | AsyncIterator[bytes], headers: Mapping[str, str]) -> httpx.Response:
         """POST to the configured URL; the outbound guard checks the address each connection goes to.
         A worker lends its keep-alive client; a one-off send (a test action) opens its own."""
         try:
@@ -143,36 +208,41 @@ class WebhookDestination(Destination):
             raise DestinationUnavailable(f"could not reach the webhook: {exc}") from exc
         return _judge(response)
 
-    def _body(self, payload: Payload, data: bytes) -> tuple[bytes, str, dict[str, str]]:
+    def _framing(self, payload: Payload) -> tuple[bytes, bytes, str, dict[str, str]]:
+        """What goes before and after the image's bytes in a ``binary`` or ``multipart`` body, its
+        content type, and the headers it adds."""
         tags = dict(payload.tags)
         if self.config.format == "binary":
-            return (
-                data,
-                "application/octet-stream",
-                {
-                    "X-Aptr-Filename": payload.filename,
-                    "X-Aptr-Mime-Type": payload.mime_type,
-                    "X-Aptr-Size-Bytes": str(payload.size_bytes),
-                    "X-Aptr-Tags": json.dumps(tags, ensure_ascii=True),
-                },
-            )
-        if self.config.format == "multipart":
-            fields = {
-                "session_id": payload.session_id,
-                "image_id": payload.image_id,
-                "image_index": str(payload.image_index),
-                "filename": payload.filename,
-                "mime_type": payload.mime_type,
-                "size_bytes": str(payload.size_bytes),
-                **{key: value for key, value in tags.items() if key not in ("image",)},
+            extra = {
+                "X-Aptr-Filename": payload.filename,
+                "X-Aptr-Mime-Type": payload.mime_type,
+                "X-Aptr-Size-Bytes": str(payload.size_bytes),
+                "X-Aptr-Tags": json.dumps(tags, ensure_ascii=True),
             }
-            request = httpx.Request(
-                "POST",
-                "http://multipart.invalid/",
-                data=fields,
-                files={"image": (payload.filename, data, payload.mime_type)},
-            )
-            return request.read(), request.headers["content-type"], {}
+            return b"", b"", "application/octet-stream", extra
+        fields = {
+            "session_id": payload.session_id,
+            "image_id": payload.image_id,
+            "image_index": str(payload.image_index),
+            "filename": payload.filename,
+            "mime_type": payload.mime_type,
+            "size_bytes": str(payload.size_bytes),
+            **{key: value for key, value in tags.items() if key not in ("image",)},
+        }
+        # httpx encodes the form around a marker standing in for the file; the image flows in its place.
+        marker = b"\x00photodrop-image-" + secrets.token_hex(16).encode()
+        request = httpx.Request(
+            "POST",
+            "http://multipart.invalid/",
+            data=fields,
+            files={"image": (payload.filename, marker, payload.mime_type)},
+        )
+        head, found, tail = request.read().partition(marker)
+        assert found, "httpx's multipart encoding holds the file's bytes as they are"
+        return head, tail, request.headers["content-type"], {}
+
+    def _document(self, payload: Payload, data: bytes) -> bytes:
+        """The ``json_base64`` body: the image's identity, its bytes in base64 and its tags."""
         document: dict[str, Any] = {
             "session_id": payload.session_id,
             "image_id": payload.image_id,
@@ -188,8 +258,8 @@ class WebhookDestination(Destination):
         # the base64 goes in as it is: no str of it to decode, escape-scan and encode again.
         head = json.dumps(document)[:-1].encode()
         encoded = binascii.b2a_base64(data, newline=False)
-        parts = (head, b', "data": "', encoded, b'", "tags": ', json.dumps(tags).encode(), b"}")
-        return b"".join(parts), "application/json", {}
+        parts = (head, b', "data": "', encoded, b'", "tags": ', json.dumps(dict(payload.tags)).encode(), b"}")
+        return b"".join(parts)
 
 
 def new_client(settings: Settings) -> httpx.AsyncClient:

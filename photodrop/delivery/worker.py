@@ -15,6 +15,11 @@ from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 
+# anyio loads its asyncio backend on first use, which blocked the event loop for about 0.15 s at a
+# fresh worker's first attempt (each attempt reads its bytes through anyio.to_thread, and every
+# webhook POST runs on httpcore's anyio backend): it loads with the worker, before it is ready.
+import anyio._backends._asyncio  # noqa: F401
+
 from photodrop import logs
 from photodrop.context import Services
 from photodrop.delivery import webhook

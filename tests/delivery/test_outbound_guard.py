@@ -21,7 +21,7 @@ from starlette.routing import Route
 from photodrop.config import Settings
 from photodrop.delivery.base import DeliveryContext, open_destination
 from photodrop.delivery.errors import DestinationUnavailable
-from photodrop.outbound import Policy, TargetRefused
+from photodrop.outbound import GuardedBackend, Policy, TargetRefused
 from tests.conftest import bearer
 from tests.delivery.conftest import make_payload
 from tests.delivery.receiver import Receiver
@@ -370,3 +370,35 @@ def _closed_port() -> int:
     with listening() as sock:
         port: int = sock.getsockname()[1]
     return port
+
+
+async def test_a_guarded_connection_knows_when_the_server_hung_up() -> None:
+    """The guard's streams answer the pool's liveness question from their socket: an idle open
+    connection is not readable, one the server closed is, so the pool drops it and dials anew."""
+    hang_up, hung_up = asyncio.Event(), asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await hang_up.wait()
+        writer.close()
+        await writer.wait_closed()
+        hung_up.set()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    backend = GuardedBackend(Policy(allow_private=True))
+    async with server:
+        stream = await backend.connect_tcp("127.0.0.1", port)
+        await stream.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b"ok"):
+            answer += await stream.read(100)
+        assert stream.get_extra_info("is_readable") is False
+        assert stream.get_extra_info("server_addr") == ("127.0.0.1", port)
+        hang_up.set()
+        await hung_up.wait()  # over loopback the FIN is in our receive buffer once the close returns
+        assert stream.get_extra_info("is_readable") is True
+        assert await stream.read(100) == b""
+        await stream.aclose()

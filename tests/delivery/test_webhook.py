@@ -98,6 +98,51 @@ async def test_binary_delivery_puts_metadata_in_headers(receiver: Receiver, deli
     assert json.loads(got.headers["x-aptr-tags"]) == {"claim_id": "CLM-4521"}
 
 
+def _load_whole() -> bytes:
+    raise AssertionError("a binary or multipart body is streamed from staging, never read whole")
+
+
+@pytest.mark.parametrize("format", ["binary", "multipart"])
+async def test_binary_and_multipart_bodies_stream_from_staging(
+    receiver: Receiver, delivery_context: DeliveryContext, format: str
+) -> None:
+    """The staged bytes flow through in the chunks staging hands out, under a Content-Length
+    counted (and signatures computed) on a first read, so the receiver sees no chunked encoding."""
+    reads = 0
+    data = make_payload(PHOTO, chunk_size=1000)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal reads
+        reads += 1
+        async for chunk in data.chunks():
+            yield chunk
+
+    await _destination(receiver, delivery_context, format=format).deliver(
+        replace(data, chunks=chunks, load=_load_whole)
+    )
+    (got,) = receiver.received
+    _verify_both(delivery_context.signing_secrets[0], got.headers, got.body)
+    assert reads == 2 and "transfer-encoding" not in got.headers
+    assert got.headers["content-length"] == str(len(got.body))
+    assert PHOTO in got.body and (format == "multipart" or got.body == PHOTO)
+
+
+async def test_a_staged_image_that_changes_while_it_is_sent_fails_the_attempt(
+    receiver: Receiver, delivery_context: DeliveryContext
+) -> None:
+    reads = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal reads
+        reads += 1
+        yield PHOTO if reads == 1 else PHOTO[:-10]
+
+    payload = make_payload(PHOTO, chunks=chunks, load=_load_whole)
+    with pytest.raises(DestinationUnavailable):
+        await _destination(receiver, delivery_context, format="binary").deliver(payload)
+    assert receiver.received == []
+
+
 async def test_a_rotated_secret_signs_alongside_the_new_one(
     receiver: Receiver, delivery_context: DeliveryContext
 ) -> None:
