@@ -1,13 +1,13 @@
 """One writer thread per process for SQLite, committing the units queued meanwhile together.
 
-SQLite takes one writer at a time, and what a commit costs (the lock, the WAL append, the sync
-at checkpoints) barely grows with the number of rows in it. So the writes of many concurrent
-requests are queued to one thread, which runs everything queued by the time it is free in one
-transaction, each unit inside a savepoint of its own: a unit that fails rolls back only its own
-changes and raises to its caller, the others commit. A unit's caller hears back only after the
-COMMIT, so a request answers 2xx only for what is on disk (in the WAL: a process that crashes
-loses nothing committed; ``synchronous=NORMAL``, the engine's setting, leaves the last commits
-to a power loss).
+SQLite takes one writer at a time, and what a commit costs (the lock, the WAL append) barely
+grows with the number of rows in it. So the writes of many concurrent requests are queued to one
+thread, which runs everything queued by the time it is free in one transaction, each unit inside
+a savepoint of its own: a unit that fails rolls back only its own changes and raises to its
+caller, the others commit. A unit's caller hears back only after the COMMIT, so a request
+answers 2xx only for what is on disk (in the WAL: a process that crashes loses nothing
+committed; ``synchronous=NORMAL``, the engine's setting, leaves the last commits to a power
+loss: docs/deploy.md says what a 2xx promises).
 
 A unit is a plain function of a SQLAlchemy ``Connection`` running Core statements: the same
 function runs on PostgreSQL as one transaction of the async engine (``Database.run``).
