@@ -18,7 +18,8 @@ the last arrived. They speak HTTP/1.1 through a few lines of asyncio streams, no
 pool costs 4-5 ms of client CPU per request here, more than either server, so with it the
 benchmark measured its own client (every side ran at the client's pace and the ratio tended to
 1). Rounds alternate between the sides and the median round is reported (the best too), with each
-request's latency (p50/p99 over every measured round) and the server process's CPU time per
+request's latency (p50/p95/p99/max over every measured round; for photodrop, how many requests
+fell in each band of a histogram of slow ones) and the server process's CPU time per
 request (all threads), which holds up better on a busy machine; the load average is printed
 before and after. With a closed loop, a side's mean latency is CONCURRENCY / its rate (Little's
 law). The per-key rate limit is off on photodrop (PHOTODROP_RATE_LIMIT_PER_MINUTE=0), since one
@@ -32,6 +33,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import os
 import secrets
 import statistics
@@ -200,6 +202,19 @@ def percentile(values: list[float], fraction: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[round(fraction * 100) - 1]
 
 
+SLOW_BOUNDS_MS = (25, 50, 100, 200, 500)
+
+
+def slow_histogram(latencies: list[float]) -> str:
+    """How many requests took at least each of SLOW_BOUNDS_MS (and below the next): where the tail lies."""
+    lines = []
+    for low, high in itertools.pairwise((*SLOW_BOUNDS_MS, math.inf)):
+        count = sum(low / 1000 <= latency < high / 1000 for latency in latencies)
+        span = f">= {low} ms" if high == math.inf else f"{low}-{high} ms"
+        lines.append(f"    {span:<12} {count:6d}  {100 * count / len(latencies):5.1f} %")
+    return "\n".join(lines)
+
+
 def load_average() -> str:
     return " ".join(f"{figure:.2f}" for figure in os.getloadavg())
 
@@ -221,14 +236,17 @@ async def measure(photodrop_server: Server, key: str, baselines: dict[str, Serve
     ours = results["photodrop"]
     for name in servers:
         result, measured = results[name], sides[name][1].latencies[WARMUP:]
+        quantiles = ", ".join(f"p{round(100 * q)} {1000 * percentile(measured, q):.1f}" for q in (0.5, 0.95, 0.99))
         print(
             f"  {name:<12} {REQUESTS / result.median_seconds:6.0f} req/s median ({REQUESTS / result.best_seconds:.0f}"
-            f" best), p50 {1000 * percentile(measured, 0.5):.1f} ms, p99 {1000 * percentile(measured, 0.99):.1f} ms,"
+            f" best), {quantiles}, max {1000 * max(measured):.1f} ms,"
             f" server CPU {result.cpu_ms_per_request:.2f} ms/request"
         )
     for name in baselines:
         ratio = results[name].median_seconds / ours.median_seconds
         print(f"create_sessions: ratio {ratio:.2f} against {name} (medians)")
+    print(f"photodrop's slow requests (mean latency {1000 * CONCURRENCY * ours.median_seconds / REQUESTS:.1f} ms):")
+    print(slow_histogram(sides["photodrop"][1].latencies[WARMUP:]))
     with_password = Poster(photodrop_server.url, lambda: session_body(next(claims), password="correct horse"), auth)
     seconds = await lean_load(with_password, requests=PASSWORD_REQUESTS, concurrency=min(CONCURRENCY, 8))
     print(f"create_sessions with a password (argon2): photodrop {PASSWORD_REQUESTS / seconds:.1f} req/s")

@@ -23,7 +23,7 @@ from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from photodrop.config import Settings
-from photodrop.writer import GroupWriter, Unit
+from photodrop.writer import AUTOCHECKPOINT_PAGES, Checkpointer, GroupWriter, Unit
 
 T = TypeVar("T")
 
@@ -55,8 +55,10 @@ class Database:
                 pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout, pool_pre_ping=True
             )
         self.engine = create_async_engine(url, **options)
+        # With the checkpointer copying the WAL back, SQLite's own checkpoint in a COMMIT is only a backstop.
+        autocheckpoint = AUTOCHECKPOINT_PAGES if on_disk else None
         if self.is_sqlite:
-            _configure_sqlite(self.engine.sync_engine)
+            _configure_sqlite(self.engine.sync_engine, autocheckpoint=autocheckpoint)
         self._reads = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self._write_queue: contextlib.AbstractAsyncContextManager[Any] = (
             asyncio.Lock() if self.is_sqlite else contextlib.nullcontext()
@@ -65,11 +67,13 @@ class Database:
             self.engine.execution_options(**{_WRITE: True}), class_=AsyncSession, expire_on_commit=False
         )
         self._writer: GroupWriter | None = None
+        self._checkpointer: Checkpointer | None = None
         if on_disk:
-            # The group writer's own connection: the same file, pragmas and BEGIN IMMEDIATE.
+            # The group writer's own connection (the same file, pragmas and BEGIN IMMEDIATE), and the checkpointer's.
             sync_engine = create_engine(url.replace("+aiosqlite", ""), connect_args={"timeout": 30})
-            _configure_sqlite(sync_engine)
+            _configure_sqlite(sync_engine, autocheckpoint=autocheckpoint)
             self._writer = GroupWriter(sync_engine.execution_options(**{_WRITE: True}))
+            self._checkpointer = Checkpointer(sync_engine)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -92,6 +96,7 @@ class Database:
         retries with growing sleeps, which leaves the database idle between holders and makes
         waits uneven, while a queue hands the lock straight to the next writer.
         """
+        self._start_checkpoints()
         async with self._write_queue, self._writes() as session, session.begin():
             yield session
 
@@ -102,6 +107,7 @@ class Database:
         Nothing is held on the event loop while it waits: the unit queues behind no asyncio lock.
         """
         if self._writer is not None:
+            self._start_checkpoints()
             return await self._writer.run(unit)
         async with self.engine.begin() as conn:
             return await conn.run_sync(unit)
@@ -126,7 +132,14 @@ class Database:
                 assert driver is not None
                 await driver.execute("VACUUM")
 
+    def _start_checkpoints(self) -> None:
+        # On the first write, not at start: a process that only reads (or never touches the file) needs none.
+        if self._checkpointer is not None:
+            self._checkpointer.start()
+
     async def dispose(self) -> None:
+        if self._checkpointer is not None:
+            await self._checkpointer.close()
         if self._writer is not None:
             await self._writer.close()
         await self.engine.dispose()
@@ -235,7 +248,7 @@ def _upgrade(connection: Connection, settings: Settings | None) -> bool:
     return bool(config.attributes.get(SEALED_ROWS))
 
 
-def _configure_sqlite(engine: Any) -> None:
+def _configure_sqlite(engine: Any, *, autocheckpoint: int | None = None) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy's "begin" hook below decide how each transaction starts.
@@ -245,6 +258,8 @@ def _configure_sqlite(engine: Any) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        if autocheckpoint is not None:
+            cursor.execute(f"PRAGMA wal_autocheckpoint={autocheckpoint:d}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -1,21 +1,25 @@
 """One writer thread per process for SQLite, committing the units queued meanwhile together.
 
-SQLite takes one writer at a time, and what a commit costs (the lock, the WAL append, the sync
-at checkpoints) barely grows with the number of rows in it. So the writes of many concurrent
-requests are queued to one thread, which runs everything queued by the time it is free in one
-transaction, each unit inside a savepoint of its own: a unit that fails rolls back only its own
-changes and raises to its caller, the others commit. A unit's caller hears back only after the
-COMMIT, so a request answers 2xx only for what is on disk (in the WAL: a process that crashes
-loses nothing committed; ``synchronous=NORMAL``, the engine's setting, leaves the last commits
-to a power loss).
+SQLite takes one writer at a time, and what a commit costs (the lock, the WAL append) barely
+grows with the number of rows in it. So the writes of many concurrent requests are queued to one
+thread, which runs everything queued by the time it is free in one transaction, each unit inside
+a savepoint of its own: a unit that fails rolls back only its own changes and raises to its
+caller, the others commit. A unit's caller hears back only after the COMMIT, so a request
+answers 2xx only for what is on disk (in the WAL: a process that crashes loses nothing
+committed; ``synchronous=NORMAL``, the engine's setting, leaves the last commits to a power
+loss: docs/deploy.md says what a 2xx promises).
 
 A unit is a plain function of a SQLAlchemy ``Connection`` running Core statements: the same
 function runs on PostgreSQL as one transaction of the async engine (``Database.run``).
+
+The WAL's pages are copied back into the database file by a ``Checkpointer`` thread beside the
+writer, not by the COMMIT that happens to cross SQLite's automatic checkpoint threshold.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -25,10 +29,16 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 Unit = Callable[[Connection], T]
 
 MAX_BATCH = 256  # units in one transaction: a bound on how long the first of them waits for its COMMIT
+CHECKPOINT_INTERVAL = 0.2  # seconds between the checkpointer's passes
+# SQLite's own checkpoint, run by the COMMIT that leaves the WAL this many pages long (4 KiB each): a
+# backstop for a WAL the checkpointer cannot restart because writes never pause (SQLite's default is 1000).
+AUTOCHECKPOINT_PAGES = 10_000
 
 
 @dataclass
@@ -147,3 +157,59 @@ class GroupWriter:
             return job, None, exc
         driver.execute("RELEASE unit")
         return job, result, None
+
+
+class Checkpointer:
+    """A thread with its own connection to ``engine`` (an on-disk SQLite database in WAL mode) that
+    copies the committed pages of the WAL into the database file every ``interval`` seconds.
+
+    SQLite's automatic checkpoint runs inside the COMMIT whose pages take the WAL past a threshold:
+    two fsyncs and the copies, 10-30 ms here every few hundred sessions, during which that batch and
+    every unit queued behind it waited. A PASSIVE checkpoint from another connection neither waits
+    for nor blocks the writer or the readers, so the writer never pays for it. Once a pass has
+    copied every frame, the next write starts the WAL over from its beginning; under writes that
+    never pause long enough for that, the writer's connection keeps SQLite's automatic checkpoint
+    at AUTOCHECKPOINT_PAGES as a bound, and by then it has only the last frames left to copy.
+
+    A pass with nothing to copy takes a lock and reads a few bytes: an idle database costs nothing.
+    What a checkpoint does not change is durability: a COMMIT reached the WAL before it answered.
+    """
+
+    def __init__(self, engine: Engine, *, interval: float = CHECKPOINT_INTERVAL) -> None:
+        self._engine = engine
+        self._interval = interval
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.passes = 0  # completed passes, under ``passed`` (tests wait on it)
+        self.passed = threading.Condition()
+
+    def start(self) -> None:
+        """Start the thread if it is not running (cheap when it is: every write calls this)."""
+        if self._thread is not None:
+            return
+        with self._start_lock:
+            if self._thread is None and not self._stopping.is_set():
+                self._thread = threading.Thread(target=self._serve, name="photodrop-checkpointer", daemon=True)
+                self._thread.start()
+
+    async def close(self) -> None:
+        """Stop the thread (a pass under way finishes first)."""
+        self._stopping.set()
+        thread = self._thread
+        if thread is not None:
+            await asyncio.to_thread(thread.join)
+            self._thread = None
+
+    def _serve(self) -> None:
+        with self._engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            while not self._stopping.wait(self._interval):
+                try:
+                    driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except Exception as exc:  # the next pass tries again; the backstop still bounds the WAL
+                    log.warning("a WAL checkpoint failed: %s", exc)
+                with self.passed:
+                    self.passes += 1
+                    self.passed.notify_all()

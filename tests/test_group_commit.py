@@ -5,6 +5,8 @@ only itself back, and a server killed in the middle of a burst keeps every sessi
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -13,7 +15,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.engine import Connection
 from sqlmodel import col
 
@@ -21,7 +23,8 @@ from photodrop.config import Settings
 from photodrop.context import Services
 from photodrop.db import Database
 from photodrop.models import Delivery, Event, Image, Project, UploadSession, utcnow
-from tests.conftest import bearer, engine_env, image_bytes, new_session, upload
+from photodrop.writer import AUTOCHECKPOINT_PAGES
+from tests.conftest import ON_POSTGRES, bearer, engine_env, image_bytes, new_session, upload
 from tests.live import LiveServer
 
 pytestmark = pytest.mark.anyio
@@ -219,3 +222,43 @@ async def test_every_upload_answered_201_survives_a_kill_mid_burst(tmp_path: Pat
         await database.dispose()
     stored = {image for ids in images.values() for image in ids}
     assert set(acknowledged) <= stored  # whatever was lost never got its 201
+
+
+def _in_database_file(path: str, project_id: str) -> bool:
+    """Whether ``project_id`` is in the database file itself, ignoring the WAL (what a checkpoint copied)."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as conn:
+        return conn.execute("SELECT 1 FROM project WHERE id = ?", (project_id,)).fetchone() is not None
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="the WAL and its checkpoints are SQLite's")
+async def test_the_checkpointer_copies_committed_writes_into_the_database_file_beside_the_writer(
+    settings: Settings,
+) -> None:
+    database = Database.from_settings(settings)
+    await database.migrate()
+    checkpointer = database._checkpointer
+    assert checkpointer is not None
+    path = database.url.split("///", 1)[1]
+    await database.run(_adding("proj_checkpointed"))
+    seen = checkpointer.passes
+
+    def two_more_passes() -> bool:
+        with checkpointer.passed:
+            return checkpointer.passed.wait_for(lambda: checkpointer.passes >= seen + 2, timeout=10)
+
+    # No COMMIT comes near SQLite's own threshold: the schema and the row reach the file only through
+    # the checkpointer, within a pass or two of the commit.
+    assert await asyncio.to_thread(two_more_passes)
+    assert _in_database_file(path, "proj_checkpointed")
+    await database.dispose()
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="the WAL and its checkpoints are SQLite's")
+async def test_sqlites_own_checkpoint_is_only_a_backstop_on_every_connection(settings: Settings) -> None:
+    database = Database.from_settings(settings)
+    await database.migrate()
+    async with database.read() as s:
+        pages = (await s.exec(text("PRAGMA wal_autocheckpoint"))).scalar_one()  # type: ignore[call-overload]
+    assert pages == AUTOCHECKPOINT_PAGES
+    assert await database.run(lambda conn: conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()) == pages
+    await database.dispose()
