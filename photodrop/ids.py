@@ -18,33 +18,35 @@ def _encode(value: int) -> str:
     return "".join(reversed(chars))
 
 
-def ulid() -> str:
-    """A 26-character ULID: 48 bits of milliseconds, then 80 bits from ``secrets``."""
-    return _encode((time.time_ns() // 1_000_000) << _RANDOM_BITS | secrets.randbits(_RANDOM_BITS))
-
-
 class _Monotonic:
-    """ULIDs that sort in creation order even within one millisecond (the spec's monotonic mode).
+    """ULIDs that sort in creation order even within one millisecond (the spec's monotonic mode):
+    48 bits of milliseconds, then 80 bits from ``secrets``.
 
-    Each id inside a millisecond is the previous one plus one, so these ids are guessable from
-    their neighbours: use them only for records that are not capabilities, such as events.
+    An id inside the millisecond of the previous one is that one plus a step. With ``step_bits``
+    0 the step is one, so an id is guessable from its neighbour: only for records that are not
+    capabilities, such as events. Otherwise the step is drawn from ``secrets`` (1 to 2**step_bits),
+    so a neighbour still leaves that many bits to guess.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, step_bits: int) -> None:
         self._lock = threading.Lock()
         self._last = 0
+        self._step_bits = step_bits
 
     def __call__(self) -> str:
         with self._lock:
             fresh = (time.time_ns() // 1_000_000) << _RANDOM_BITS | secrets.randbits(_RANDOM_BITS)
-            self._last = max(fresh, self._last + 1)
+            step = 1 + (secrets.randbits(self._step_bits) if self._step_bits else 0)
+            self._last = max(fresh, self._last + step)
             return _encode(self._last)
 
 
-ordered_ulid = _Monotonic()
+ulid = _Monotonic(step_bits=64)
+ordered_ulid = _Monotonic(step_bits=0)
 
 
 def new_id(prefix: str) -> str:
+    """An unguessable id that sorts after every earlier one from this process."""
     return f"{prefix}_{ulid()}"
 
 
