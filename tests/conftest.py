@@ -177,6 +177,46 @@ async def app(settings: Settings) -> AsyncIterator[Starlette]:
         yield application
 
 
+class SharedApp:
+    """Fixtures for a module whose tests only read what each one makes itself (a session of its own
+    under a key of its own): one app for the whole module instead of one per test, which is most of
+    the time such a short test takes. A module uses them by naming them::
+
+        anyio_backend, settings, app, services, client = SharedApp.fixtures()
+
+    ``key`` and ``other_key`` stay per test, so each test has its own key (and its own rate budget).
+    """
+
+    @staticmethod
+    def fixtures() -> tuple[Any, Any, Any, Any, Any]:
+        @pytest.fixture(scope="module")
+        def anyio_backend() -> str:
+            return "asyncio"
+
+        @pytest.fixture(scope="module")
+        def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+            return make_settings(tmp_path_factory.mktemp("shared"))
+
+        @pytest.fixture(scope="module")
+        async def app(settings: Settings) -> AsyncIterator[Starlette]:
+            application = create_app(settings)
+            async with LifespanManager(application):
+                yield application
+
+        @pytest.fixture(scope="module")
+        def services(app: Starlette) -> Services:
+            result: Services = app.state.services
+            return result
+
+        @pytest.fixture(scope="module")
+        async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as http:
+                yield http
+
+        return anyio_backend, settings, app, services, client
+
+
 @pytest.fixture
 def services(app: Starlette) -> Services:
     result: Services = app.state.services

@@ -12,9 +12,11 @@ import segno
 import zxingcpp
 from PIL import Image, ImageChops
 
-from tests.conftest import new_session
+from tests.conftest import SharedApp, new_session
 
 pytestmark = pytest.mark.anyio
+# The codes are drawn from sessions each test makes for itself: one app serves the whole module.
+anyio_backend, settings, app, services, client = SharedApp.fixtures()
 
 ECC_ORDER = "LMQH"
 ERROR_KEYS = {"statusCode", "error", "code", "message", "param"}
