@@ -182,13 +182,14 @@ class SharedApp:
     under a key of its own): one app for the whole module instead of one per test, which is most of
     the time such a short test takes. A module uses them by naming them::
 
-        anyio_backend, settings, app, services, client = SharedApp.fixtures()
+        anyio_backend, settings, app, services, client, key, other_key = SharedApp.fixtures()
 
-    ``key`` and ``other_key`` stay per test, so each test has its own key (and its own rate budget).
+    ``key`` and ``other_key`` are made per test, each in a project of its own, so a test sees nothing
+    another one made (every read is scoped to the key's project) and has its own rate budget.
     """
 
     @staticmethod
-    def fixtures() -> tuple[Any, Any, Any, Any, Any]:
+    def fixtures() -> tuple[Any, Any, Any, Any, Any, Any, Any]:
         @pytest.fixture(scope="module")
         def anyio_backend() -> str:
             return "asyncio"
@@ -214,7 +215,17 @@ class SharedApp:
             async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as http:
                 yield http
 
-        return anyio_backend, settings, app, services, client
+        @pytest.fixture
+        async def key(services: Services) -> str:
+            name = f"default-{secrets.token_hex(4)}"
+            return (await create_key(services, project_name=name, env=KeyEnv.LIVE)).plain_text
+
+        @pytest.fixture
+        async def other_key(services: Services) -> str:
+            name = f"other-{secrets.token_hex(4)}"
+            return (await create_key(services, project_name=name, env=KeyEnv.LIVE)).plain_text
+
+        return anyio_backend, settings, app, services, client, key, other_key
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from tests.conftest import SharedApp, new_session
 
 pytestmark = pytest.mark.anyio
 # The codes are drawn from sessions each test makes for itself: one app serves the whole module.
-anyio_backend, settings, app, services, client = SharedApp.fixtures()
+anyio_backend, settings, app, services, client, key, other_key = SharedApp.fixtures()
 
 ECC_ORDER = "LMQH"
 ERROR_KEYS = {"statusCode", "error", "code", "message", "param"}
