@@ -8,10 +8,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import SEED_SESSION, bearer
+from tests.conftest import SEED_SESSION, SharedApp, bearer
 from tests.web.test_rest_sessions import BAD_CREATES
 
 pytestmark = pytest.mark.anyio
+# These tests only read what they make: one app for the module, each test in a project of its own.
+anyio_backend, settings, app, services, client, key, other_key = SharedApp.fixtures()
 
 GOOD_CREATES: list[dict[str, Any]] = [
     SEED_SESSION,

@@ -11,9 +11,11 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-from tests.conftest import bearer, image_bytes, new_session
+from tests.conftest import SharedApp, bearer, image_bytes, new_session
 
 pytestmark = pytest.mark.anyio
+# These tests only read what they make: one app for the module, each test in a project of its own.
+anyio_backend, settings, app, services, client, key, other_key = SharedApp.fixtures()
 
 HUGE = str(2**63)  # one past the largest 64-bit integer
 
