@@ -7,9 +7,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import bearer
+from tests.conftest import SharedApp, bearer
 
 pytestmark = pytest.mark.anyio
+# One app for the module: each test works in a project of its own, and sees only what it made there.
+anyio_backend, settings, app, services, client, key, other_key = SharedApp.fixtures()
 
 
 async def project_of(client: httpx.AsyncClient, key: str) -> str:
