@@ -11,8 +11,8 @@ from starlette.applications import Starlette
 from photodrop.context import Services
 from photodrop.db import Database
 from photodrop.events import EventBus, open_backend
-from tests.conftest import SharedApp
 from tests.live import free_port
+from tests.shared_app import SharedApp
 
 pytestmark = pytest.mark.anyio
 # One app for the module: each test works in a project of its own, and sees only what it made there.

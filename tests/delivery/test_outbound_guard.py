@@ -22,10 +22,11 @@ from photodrop.config import Settings
 from photodrop.delivery.base import DeliveryContext, open_destination
 from photodrop.delivery.errors import DestinationUnavailable
 from photodrop.outbound import Policy, TargetRefused
-from tests.conftest import SharedApp, bearer
+from tests.conftest import bearer
 from tests.delivery.conftest import make_payload
 from tests.delivery.receiver import Receiver
 from tests.live import serving
+from tests.shared_app import SharedApp
 
 pytestmark = pytest.mark.anyio
 # The API's refusals are checked against one app for the module: each test has a project of its own.

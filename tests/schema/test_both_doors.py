@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import SEED_SESSION, SharedApp, bearer
+from tests.conftest import SEED_SESSION, bearer
+from tests.shared_app import SharedApp
 from tests.web.test_rest_sessions import BAD_CREATES
 
 pytestmark = pytest.mark.anyio

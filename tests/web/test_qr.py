@@ -12,7 +12,8 @@ import segno
 import zxingcpp
 from PIL import Image, ImageChops
 
-from tests.conftest import SharedApp, new_session
+from tests.conftest import new_session
+from tests.shared_app import SharedApp
 
 pytestmark = pytest.mark.anyio
 # The codes are drawn from sessions each test makes for itself: one app serves the whole module.

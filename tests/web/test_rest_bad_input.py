@@ -11,7 +11,8 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-from tests.conftest import SharedApp, bearer, image_bytes, new_session
+from tests.conftest import bearer, image_bytes, new_session
+from tests.shared_app import SharedApp
 
 pytestmark = pytest.mark.anyio
 # These tests only read what they make: one app for the module, each test in a project of its own.

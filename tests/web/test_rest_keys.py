@@ -7,7 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import SharedApp, bearer
+from tests.conftest import bearer
+from tests.shared_app import SharedApp
 
 pytestmark = pytest.mark.anyio
 # One app for the module: each test works in a project of its own, and sees only what it made there.

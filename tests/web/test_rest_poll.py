@@ -6,7 +6,8 @@ import anyio
 import httpx
 import pytest
 
-from tests.conftest import SharedApp, bearer, new_session, upload
+from tests.conftest import bearer, new_session, upload
+from tests.shared_app import SharedApp
 
 pytestmark = pytest.mark.anyio
 # One app for the module: each test works in a project of its own, and sees only what it made there.

@@ -15,7 +15,8 @@ from photodrop.context import Services
 from photodrop.models import KeyEnv
 from photodrop.resolvers.projects import create_key, list_keys, revoke_key
 from photodrop.resolvers.sessions import find_session
-from tests.conftest import SEED_SESSION, SharedApp, backdate, bearer, image_bytes, make_settings, new_session
+from tests.conftest import SEED_SESSION, backdate, bearer, image_bytes, make_settings, new_session
+from tests.shared_app import SharedApp
 
 pytestmark = pytest.mark.anyio
 # One app for the module: each test works in a project of its own, and sees only what it made there.

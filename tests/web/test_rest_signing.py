@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from photodrop.signing import signature
-from tests.conftest import SharedApp, bearer, image_bytes
+from tests.conftest import bearer, image_bytes
+from tests.shared_app import SharedApp
 
 pytestmark = pytest.mark.anyio
 # These tests only read what they make: one app for the module, each test in a project of its own.
