@@ -53,12 +53,19 @@ class LiveServer:
     reader: threading.Thread | None = None
     printed: threading.Condition = field(default_factory=threading.Condition)
     ended: bool = False  # the process closed its output; no more lines will come
+    _ready: threading.Event = field(default_factory=threading.Event)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> LiveServer:
+        """Start the process and return once it serves."""
+        return self.launch().ready()
+
+    def launch(self) -> LiveServer:
+        """Start the process without waiting for it: servers a test needs together then start at
+        once, each spending its seconds of imports alongside the others', and ready() waits for each."""
         self.process = subprocess.Popen(
             [sys.executable, "-m", "photodrop", "serve", "--port", str(self.port), *self.args],
             env=photodrop_env(self.data_dir, **self.env),
@@ -66,10 +73,14 @@ class LiveServer:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        ready = threading.Event()
-        self.reader = threading.Thread(target=self._drain, args=(ready,), daemon=True)
+        self._ready = threading.Event()
+        self.reader = threading.Thread(target=self._drain, args=(self._ready,), daemon=True)
         self.reader.start()
-        if not ready.wait(timeout=60):
+        return self
+
+    def ready(self) -> LiveServer:
+        """Wait (at most 60 s) until the launched process serves, or fail with what it printed."""
+        if not self._ready.wait(timeout=60):
             self.stop()
             raise RuntimeError("photodrop did not start:\n" + "".join(self.lines))
         return self
@@ -82,7 +93,7 @@ class LiveServer:
                 self.printed.notify_all()
             if "Application startup complete" in line:
                 ready.set()
-        ready.set()  # the process ended; start() reports what it printed
+        ready.set()  # the process ended; ready() returns and the test sees what it printed
         with self.printed:
             self.ended = True
             self.printed.notify_all()

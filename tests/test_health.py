@@ -12,8 +12,11 @@ from photodrop.context import Services
 from photodrop.db import Database
 from photodrop.events import EventBus, open_backend
 from tests.live import free_port
+from tests.shared_app import SharedApp
 
 pytestmark = pytest.mark.anyio
+# One app for the module: each test works in a project of its own, and sees only what it made there.
+anyio_backend, settings, app, services, client, key, other_key = SharedApp.fixtures()
 
 
 async def test_a_healthy_app_is_live_and_ready(client: httpx.AsyncClient) -> None:

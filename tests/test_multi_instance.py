@@ -82,9 +82,12 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
     b = LiveServer(dirs[1], env=env)
     workers: list[WorkerProcess] = []
     try:
-        a.start()
-        b.start()
+        # All four start at once: each spends seconds on its imports, and none needs another to be up.
+        a.launch()
+        b.launch()
         workers.extend(WorkerProcess.start(path, "--concurrency", "2", **env) for path in dirs[2:])
+        a.ready()
+        b.ready()
         for worker in workers:
             worker.wait_for("delivering with concurrency")
         yield Deployment(a, b, workers, key, database_url, dirs)

@@ -26,8 +26,11 @@ from tests.conftest import bearer
 from tests.delivery.conftest import make_payload
 from tests.delivery.receiver import Receiver
 from tests.live import serving
+from tests.shared_app import SharedApp
 
 pytestmark = pytest.mark.anyio
+# The API's refusals are checked against one app for the module: each test has a project of its own.
+anyio_backend, settings, app, services, client, key, other_key = SharedApp.fixtures()
 
 PHOTO = b"\xff\xd8\xff" + b"photo" * 100
 

@@ -9,9 +9,12 @@ import httpx
 import pytest
 
 from tests.conftest import SEED_SESSION, bearer
+from tests.shared_app import SharedApp
 from tests.web.test_rest_sessions import BAD_CREATES
 
 pytestmark = pytest.mark.anyio
+# These tests only read what they make: one app for the module, each test in a project of its own.
+anyio_backend, settings, app, services, client, key, other_key = SharedApp.fixtures()
 
 GOOD_CREATES: list[dict[str, Any]] = [
     SEED_SESSION,

@@ -13,8 +13,11 @@ import zxingcpp
 from PIL import Image, ImageChops
 
 from tests.conftest import new_session
+from tests.shared_app import SharedApp
 
 pytestmark = pytest.mark.anyio
+# The codes are drawn from sessions each test makes for itself: one app serves the whole module.
+anyio_backend, settings, app, services, client, key, other_key = SharedApp.fixtures()
 
 ECC_ORDER = "LMQH"
 ERROR_KEYS = {"statusCode", "error", "code", "message", "param"}

@@ -12,8 +12,11 @@ import httpx
 import pytest
 
 from tests.conftest import bearer, image_bytes, new_session
+from tests.shared_app import SharedApp
 
 pytestmark = pytest.mark.anyio
+# These tests only read what they make: one app for the module, each test in a project of its own.
+anyio_backend, settings, app, services, client, key, other_key = SharedApp.fixtures()
 
 HUGE = str(2**63)  # one past the largest 64-bit integer
 

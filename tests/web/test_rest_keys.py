@@ -8,8 +8,11 @@ import httpx
 import pytest
 
 from tests.conftest import bearer
+from tests.shared_app import SharedApp
 
 pytestmark = pytest.mark.anyio
+# One app for the module: each test works in a project of its own, and sees only what it made there.
+anyio_backend, settings, app, services, client, key, other_key = SharedApp.fixtures()
 
 
 async def project_of(client: httpx.AsyncClient, key: str) -> str:

@@ -7,8 +7,11 @@ import httpx
 import pytest
 
 from tests.conftest import bearer, new_session, upload
+from tests.shared_app import SharedApp
 
 pytestmark = pytest.mark.anyio
+# One app for the module: each test works in a project of its own, and sees only what it made there.
+anyio_backend, settings, app, services, client, key, other_key = SharedApp.fixtures()
 
 
 async def test_a_poll_behind_the_current_version_answers_at_once(client: httpx.AsyncClient, key: str) -> None:

@@ -16,8 +16,11 @@ from photodrop.models import KeyEnv
 from photodrop.resolvers.projects import create_key, list_keys, revoke_key
 from photodrop.resolvers.sessions import find_session
 from tests.conftest import SEED_SESSION, backdate, bearer, image_bytes, make_settings, new_session
+from tests.shared_app import SharedApp
 
 pytestmark = pytest.mark.anyio
+# One app for the module: each test works in a project of its own, and sees only what it made there.
+anyio_backend, settings, app, services, client, key, other_key = SharedApp.fixtures()
 
 
 @pytest.mark.parametrize("prefix", ["/v1", "/api/v1"])
@@ -153,7 +156,8 @@ async def test_missing_or_invalid_key_is_a_401(client: httpx.AsyncClient, author
 
 async def test_revoked_key_is_a_401(client: httpx.AsyncClient, key: str, services: Services) -> None:
     assert (await client.get("/v1/sessions", headers=bearer(key))).status_code == 200
-    (issued, _), *_ = await list_keys(services, project_name="default")
+    project = (await client.get("/v1/project", headers=bearer(key))).json()["name"]
+    (issued, _), *_ = await list_keys(services, project_name=project)
     await revoke_key(services, key_id=issued.id)
     response = await client.get("/v1/sessions", headers=bearer(key))
     assert response.status_code == 401

@@ -11,8 +11,11 @@ import pytest
 
 from photodrop.signing import signature
 from tests.conftest import bearer, image_bytes
+from tests.shared_app import SharedApp
 
 pytestmark = pytest.mark.anyio
+# These tests only read what they make: one app for the module, each test in a project of its own.
+anyio_backend, settings, app, services, client, key, other_key = SharedApp.fixtures()
 
 SECRET = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 

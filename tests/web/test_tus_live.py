@@ -143,8 +143,10 @@ def test_an_upload_begun_on_one_server_is_finished_on_another(tmp_path: Path) ->
     a = LiveServer(tmp_path / "a", env=env)
     b = LiveServer(tmp_path / "b", env=env)
     try:
-        a.start()
-        b.start()
+        a.launch()  # both start at once; neither needs the other
+        b.launch()
+        a.ready()
+        b.ready()
         data = photo()
         with httpx.Client(base_url=a.url, timeout=60) as on_a, httpx.Client(base_url=b.url, timeout=60) as on_b:
             created = on_a.post("/v1/sessions", json={"delivery_mode": "poll", "max_images": 2}, headers=bearer(key))
