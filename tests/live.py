@@ -87,11 +87,15 @@ class LiveServer:
 
     def _drain(self, ready: threading.Event) -> None:
         assert self.process is not None and self.process.stdout is not None
+        # Uvicorn logs the app's start-up before it opens its socket ("Uvicorn running on" comes after,
+        # or first from the supervisor of several workers): it serves once both are printed.
+        awaited = {"Application startup complete", "Uvicorn running on"}
         for line in self.process.stdout:
             with self.printed:
                 self.lines.append(line)
                 self.printed.notify_all()
-            if "Application startup complete" in line:
+            awaited = {text for text in awaited if text not in line}
+            if not awaited:
                 ready.set()
         ready.set()  # the process ended; ready() returns and the test sees what it printed
         with self.printed:
