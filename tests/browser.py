@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from asgi_lifespan import LifespanManager
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Error, Page, sync_playwright
 from starlette.applications import Starlette
 
@@ -27,7 +26,7 @@ from photodrop.config import Settings
 from photodrop.context import Services
 from photodrop.models import KeyEnv
 from photodrop.resolvers.projects import create_key
-from tests.conftest import bearer
+from tests.conftest import LifespanManager, bearer
 from tests.live import serving
 
 CHROMIUM = "/usr/bin/chromium"

@@ -20,9 +20,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asgi_lifespan
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from PIL import Image
 from starlette.applications import Starlette
 
@@ -33,6 +33,15 @@ from photodrop.models import KeyEnv, UploadSession
 from photodrop.resolvers.projects import create_key
 from tests.delivery.receiver import Receiver, receiving
 from tests.engines import MotoS3, PostgresDatabases
+
+
+class LifespanManager(asgi_lifespan.LifespanManager):
+    """asgi-lifespan's manager, giving an app's start-up and shutdown a minute, not 5 s: a CI
+    machine running both legs at once can take longer than 5 s to start one."""
+
+    def __init__(self, app: Any, startup_timeout: float | None = 60, shutdown_timeout: float | None = 60) -> None:
+        super().__init__(app, startup_timeout=startup_timeout, shutdown_timeout=shutdown_timeout)
+
 
 ENGINE = os.environ.get("PHOTODROP_TEST_ENGINE", "sqlite")
 if ENGINE not in ("sqlite", "postgres"):

@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 
 from photodrop.app import create_app
@@ -16,7 +15,7 @@ from photodrop.config import Settings
 from photodrop.context import Services
 from photodrop.models import KeyEnv
 from photodrop.resolvers.projects import create_key
-from tests.conftest import make_settings
+from tests.conftest import LifespanManager, make_settings
 
 
 class SharedApp:

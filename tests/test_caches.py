@@ -16,7 +16,6 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlmodel import select
 
 from photodrop.app import create_app
@@ -25,7 +24,7 @@ from photodrop.config import Settings
 from photodrop.context import Services
 from photodrop.models import KeyEnv, Notification
 from photodrop.resolvers.projects import create_key, hash_key, revoke_key
-from tests.conftest import REDIS_URL, bearer, make_settings, new_session
+from tests.conftest import REDIS_URL, LifespanManager, bearer, make_settings, new_session
 
 pytestmark = pytest.mark.anyio
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import gc
 
 import pytest
-from asgi_lifespan import LifespanManager
 
 from photodrop.app import create_app
 from photodrop.config import Settings
+from tests.conftest import LifespanManager
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import select
 
@@ -17,7 +16,7 @@ from photodrop.context import Services
 from photodrop.events import EveryEvent, session_channel
 from photodrop.models import Delivery, KeyEnv, utcnow
 from photodrop.resolvers.projects import create_key
-from tests.conftest import bearer, image_bytes, make_settings, new_session, upload
+from tests.conftest import LifespanManager, bearer, image_bytes, make_settings, new_session, upload
 from tests.delivery.receiver import Receiver
 
 pytestmark = pytest.mark.anyio

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from photodrop.app import create_app
 from photodrop.config import Settings
 from photodrop.models import KeyEnv
 from photodrop.resolvers.projects import create_key
 from photodrop.storage import LocalStorage, S3Storage, Storage, open_storage
-from tests.conftest import bearer, image_bytes, make_settings, moto, new_session, staged_keys, upload
+from tests.conftest import LifespanManager, bearer, image_bytes, make_settings, moto, new_session, staged_keys, upload
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,6 @@ import anyio
 import httpx
 import pytest
 import zxingcpp
-from asgi_lifespan import LifespanManager
 from PIL import Image
 from starlette.applications import Starlette
 from websockets.asyncio.client import connect
@@ -25,7 +24,7 @@ from photodrop.context import Services
 from photodrop.resolvers.projects import list_keys, revoke_key
 from photodrop.resolvers.thumbnails import thumbnail_key
 from photodrop.web import dashboard_auth
-from tests.conftest import bearer, make_settings, new_session, staged_bytes, staged_keys, upload
+from tests.conftest import LifespanManager, bearer, make_settings, new_session, staged_bytes, staged_keys, upload
 from tests.live import serving
 
 pytestmark = pytest.mark.anyio

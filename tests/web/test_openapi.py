@@ -8,13 +8,12 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from jsonschema import Draft202012Validator
 
 from photodrop.app import create_app
 from photodrop.models import KeyEnv
 from photodrop.resolvers.projects import create_key
-from tests.conftest import bearer, image_bytes, make_settings, new_session
+from tests.conftest import LifespanManager, bearer, image_bytes, make_settings, new_session
 
 pytestmark = pytest.mark.anyio
 

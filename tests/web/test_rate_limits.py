@@ -9,14 +9,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from photodrop.app import create_app
 from photodrop.config import Settings
 from photodrop.models import KeyEnv
 from photodrop.ratelimit import WINDOW_SECONDS, MemoryLimiter, RedisLimiter, open_limiter
 from photodrop.resolvers.projects import create_key
-from tests.conftest import REDIS_URL, bearer, make_settings
+from tests.conftest import REDIS_URL, LifespanManager, bearer, make_settings
 from tests.live import serving
 
 pytestmark = pytest.mark.anyio

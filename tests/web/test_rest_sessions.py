@@ -8,14 +8,13 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from photodrop.app import create_app
 from photodrop.context import Services
 from photodrop.models import KeyEnv
 from photodrop.resolvers.projects import create_key, list_keys, revoke_key
 from photodrop.resolvers.sessions import find_session
-from tests.conftest import SEED_SESSION, backdate, bearer, image_bytes, make_settings, new_session
+from tests.conftest import SEED_SESSION, LifespanManager, backdate, bearer, image_bytes, make_settings, new_session
 from tests.shared_app import SharedApp
 
 pytestmark = pytest.mark.anyio
