@@ -98,6 +98,8 @@ class Operation:
 @dataclass
 class ApiRouter:
     operations: list[Operation] = field(default_factory=list)
+    # The models' JSON Schemas, the same for every app, and how many operations they were made for.
+    _schemas: tuple[int, str] | None = field(default=None, repr=False)
 
     def route(
         self,
@@ -143,13 +145,7 @@ class ApiRouter:
 
     def openapi(self, *, prefixes: Sequence[str], title: str, version: str, settings: Settings) -> dict[str, Any]:
         """The OpenAPI 3.1 document of every operation under each prefix, with the limits ``settings`` set."""
-        models: set[type[BaseModel]] = {ErrorOut}
-        for op in self.operations:
-            models.update(m for m in op.responses.values() if isinstance(m, type))
-            models.update(m for m in (op.body, op.query) if isinstance(m, type))
-        keyed = [(model, "serialization") for model in sorted(models, key=lambda m: m.__name__)]
-        _, definitions = models_json_schema(keyed, ref_template="#/components/schemas/{model}")  # type: ignore[arg-type]
-        schemas: dict[str, Any] = definitions.get("$defs", {})
+        schemas = self._model_schemas()
         _fill_setting_maxima(schemas, settings)
         paths: dict[str, dict[str, Any]] = {}
         for prefix in prefixes:
@@ -165,6 +161,21 @@ class ApiRouter:
                 "headers": RATE_LIMIT_HEADERS,
             },
         }
+
+    def _model_schemas(self) -> dict[str, Any]:
+        """A fresh copy of the JSON Schemas of every model the operations take or answer. Pydantic
+        takes tens of milliseconds to make them, and every app (a test makes hundreds) needs the
+        same, so they are made once and kept as JSON; each app fills its own limits into its copy."""
+        if self._schemas is None or self._schemas[0] != len(self.operations):
+            models: set[type[BaseModel]] = {ErrorOut}
+            for op in self.operations:
+                models.update(m for m in op.responses.values() if isinstance(m, type))
+                models.update(m for m in (op.body, op.query) if isinstance(m, type))
+            keyed = [(model, "serialization") for model in sorted(models, key=lambda m: m.__name__)]
+            _, definitions = models_json_schema(keyed, ref_template="#/components/schemas/{model}")  # type: ignore[arg-type]
+            self._schemas = (len(self.operations), json.dumps(definitions.get("$defs", {})))
+        schemas: dict[str, Any] = json.loads(self._schemas[1])
+        return schemas
 
 
 # Where ``caller()`` leaves what the request left of its key's rate-limit budget (a ratelimit.Budget).
