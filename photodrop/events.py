@@ -327,7 +327,8 @@ class EventBus:
         boxes = self._mailboxes.get(channel)
         if boxes is None:
             boxes = self._mailboxes[channel] = {}
-            self._subscribing[channel] = asyncio.create_task(self._subscribe(channel))
+            if not self._in_process:  # in memory, this bus's own dispatch is the whole subscription
+                self._subscribing[channel] = asyncio.create_task(self._subscribe(channel))
         boxes[mailbox] = utcnow()
         self._idle.clear()
         subscribing = self._subscribing.get(channel)
@@ -347,6 +348,8 @@ class EventBus:
         del self._mailboxes[channel]
         if not self._mailboxes:
             self._idle.set()
+        if self._in_process:
+            return
         task = asyncio.create_task(self._unsubscribe(channel, self._subscribing.pop(channel, None)))
         self._unsubscribing.add(task)
         task.add_done_callback(self._unsubscribing.discard)
