@@ -5,8 +5,8 @@ photodrop: a real ``photodrop serve`` process. Clients speak graphql-transport-w
 An update is a small JPEG uploaded through ``POST /api/v1/upload/{session}/images``; a project event
 is a session created through ``POST /v1/sessions``. Latency runs from the update's ``updatedAt``
 to the moment the client has the ``next`` message (same machine, same wall clock). photodrop stamps
-``updatedAt`` as its write transaction starts, so the figure includes the rest of that transaction
-and its commit: an upper bound on commit -> subscriber.
+``updatedAt`` as its write unit runs, inside the transaction, so the figure includes the rest of that
+transaction and its commit: an upper bound on commit -> subscriber.
 
 Baseline: a bare Starlette app under the same uvicorn defaults. Its websocket endpoint takes
 ``{"id", "channel"}`` messages; for each it subscribes the socket to the channel through
@@ -38,6 +38,7 @@ Each ratio is printed beside the goal it is held to.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -544,30 +545,45 @@ def ratio(ours: float, theirs: float) -> str:
     return f"{ours / theirs:.1f}" if theirs > 0 else "n/a"
 
 
-async def measure(photodrop_server: Server, key: str, baseline_server: Server) -> None:
+PHASES = ("memory", "latency", "fanout", "polls")
+
+
+async def measure(photodrop_server: Server, key: str, baseline_server: Server, phases: tuple[str, ...]) -> None:
     ours = Photodrop(photodrop_server, key)
     sides: list[Side] = [ours, Baseline(baseline_server, ours.upload)]
-    needed = max(MEMORY_CONNECTIONS * MEMORY_PER_CONNECTION, LATENCY_SUBSCRIPTIONS)
+    needed = max(
+        MEMORY_CONNECTIONS * MEMORY_PER_CONNECTION if {"memory", "polls"} & set(phases) else 0, LATENCY_SUBSCRIPTIONS
+    )
     started = time.perf_counter()
     sessions = await ours.create_sessions(needed)
     print(f"set-up: {needed} sessions created in {time.perf_counter() - started:.1f} s")
     for side in sides:
         await warm_up(side, sessions)
+    timings = {"set-up": time.perf_counter() - started}
+
+    def lap(phase: str) -> None:
+        timings[phase] = time.perf_counter() - started - sum(timings.values())
+
     # Memory first, while the servers have not yet freed memory they could reuse for subscriptions.
-    memories = {side.name: await memory(side, sessions) for side in sides}
-    phases = {"set-up and memory": time.perf_counter() - started}
-    latencies = {side.name: await latency(side, sessions) for side in sides}
-    phases["latency"] = time.perf_counter() - started - sum(phases.values())
-    spreads = {side.name: await fanout(side) for side in sides}
-    phases["fan-out"] = time.perf_counter() - started - sum(phases.values())
+    memories, latencies, spreads = {}, {}, {}
+    if "memory" in phases:
+        memories = {side.name: await memory(side, sessions) for side in sides}
+        lap("memory")
+    if "latency" in phases:
+        latencies = {side.name: await latency(side, sessions) for side in sides}
+        lap("latency")
+    if "fanout" in phases:
+        spreads = {side.name: await fanout(side) for side in sides}
+        lap("fan-out")
     report(latencies, spreads, memories)
-    held, per_poll = await long_polls(ours, sessions)
-    phases["long polls"] = time.perf_counter() - started - sum(phases.values())
-    print(
-        f"\nlong polls: {held} of {LONG_POLLS} GET /v1/sessions/{{id}}/poll held at once, one a connection: "
-        f"{per_poll:.1f} KiB each (goal: under {GOAL_POLL_KIB:g} KiB: {goal(per_poll < GOAL_POLL_KIB)})"
-    )
-    print("\n" + ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in phases.items()))
+    if "polls" in phases:
+        held, per_poll = await long_polls(ours, sessions)
+        lap("long polls")
+        print(
+            f"\nlong polls: {held} of {LONG_POLLS} GET /v1/sessions/{{id}}/poll held at once, one a connection: "
+            f"{per_poll:.1f} KiB each (goal: under {GOAL_POLL_KIB:g} KiB: {goal(per_poll < GOAL_POLL_KIB)})"
+        )
+    print("\n" + ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in timings.items()))
 
 
 def goal(met: bool) -> str:
@@ -575,8 +591,17 @@ def goal(met: bool) -> str:
 
 
 def report(latencies: dict[str, Latency], spreads: dict[str, list[Spread]], memories: dict[str, Memory]) -> None:
-    ours, theirs = latencies
     print("\nphotodrop runs with PHOTODROP_RATE_LIMIT_PER_MINUTE=0 (the per-key rate limit is off)")
+    ours, theirs = Photodrop.name, Baseline.name
+    if latencies:
+        report_latency(latencies, ours, theirs)
+    if spreads:
+        report_fanout(spreads, ours, theirs)
+    if memories:
+        report_memory(memories, ours, theirs)
+
+
+def report_latency(latencies: dict[str, Latency], ours: str, theirs: str) -> None:
     print(
         f"\nlatency, updatedAt -> subscriber has it: {LATENCY_SUBSCRIPTIONS} sessionUpdated subscriptions, each on its "
         f"own session, {LATENCY_PER_CONNECTION} a connection; {RATE:g} updates/s for {SECONDS:g} s, round robin"
@@ -594,6 +619,8 @@ def report(latencies: dict[str, Latency], spreads: dict[str, list[Spread]], memo
         f"{goal(a.p99_ms <= GOAL_P99_RATIO * b.p99_ms and a.p99_ms < GOAL_P99_MS)})"
     )
 
+
+def report_fanout(spreads: dict[str, list[Spread]], ours: str, theirs: str) -> None:
     total = FANOUT_CONNECTIONS * FANOUT_PER_CONNECTION
     print(
         f"\nfan-out, one project event -> {total} subscribers ({FANOUT_CONNECTIONS} connections x "
@@ -616,6 +643,8 @@ def report(latencies: dict[str, Latency], spreads: dict[str, list[Spread]], memo
         f"{goal(last[ours] < GOAL_FANOUT_MS)})"
     )
 
+
+def report_memory(memories: dict[str, Memory], ours: str, theirs: str) -> None:
     count = MEMORY_CONNECTIONS * MEMORY_PER_CONNECTION
     print(
         f"\nmemory: server RSS before and after {MEMORY_CONNECTIONS} idle connections, then after {count} idle "
@@ -639,11 +668,19 @@ def main() -> None:
 
         uvicorn.run(baseline_app(), host="127.0.0.1", port=int(sys.argv[2]))
         return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=PHASES,
+        help="run only this phase (repeatable): memory, latency, fanout, polls; all by default",
+    )
+    phases = tuple(parser.parse_args().only or PHASES)
     with tempfile.TemporaryDirectory(prefix="photodrop-bench-") as tmp:
         root = Path(tmp)
         (root / "baseline").mkdir()
         with photodrop(root / "photodrop") as (ours, key), baseline(__file__, root / "baseline") as theirs:
-            asyncio.run(measure(ours, key, theirs))
+            asyncio.run(measure(ours, key, theirs, phases))
 
 
 if __name__ == "__main__":

@@ -134,36 +134,48 @@ class NewestState:
 
     A version no newer than one already handed out is dropped, so each version arrives at most
     once. At most ``max_sessions`` sessions wait at once; past that the subscriber is too slow.
+    Every held long poll keeps one, mostly empty: its maps and its waiter are made when first needed.
     """
+
+    __slots__ = ("_delivered", "_max", "_overflow", "_pending", "_waiter")
 
     REMEMBERED = 10_000
 
     def __init__(self, max_sessions: int = 1) -> None:
-        self._pending: OrderedDict[str, Envelope] = OrderedDict()
-        self._delivered: OrderedDict[str, int] = OrderedDict()
+        self._pending: OrderedDict[str, Envelope] | None = None
+        self._delivered: OrderedDict[str, int] | None = None
         self._max = max_sessions
-        self._ready = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         self._overflow = False
 
     def offer(self, envelope: Envelope) -> None:
         key = envelope.session_id or ""
-        held = self._pending.get(key)
-        newest = max(held.version if held else 0, self._delivered.get(key, 0))
+        pending, delivered = self._pending, self._delivered
+        held = pending.get(key) if pending else None
+        newest = max(held.version if held else 0, delivered.get(key, 0) if delivered else 0)
         if envelope.version <= newest:
             return
-        if held is None and len(self._pending) >= self._max:
+        if held is None and pending is not None and len(pending) >= self._max:
             self._overflow = True
         else:
-            self._pending[key] = envelope
-        self._ready.set()
+            if pending is None:
+                pending = self._pending = OrderedDict()
+            pending[key] = envelope
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def get(self) -> Envelope:
         while not self._pending:
             if self._overflow:
                 raise SubscriberTooSlow("updates arrived faster than they were read")
-            self._ready.clear()
-            await self._ready.wait()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
         key, envelope = self._pending.popitem(last=False)
+        if self._delivered is None:
+            self._delivered = OrderedDict()
         self._delivered[key] = envelope.version
         self._delivered.move_to_end(key)
         if len(self._delivered) > self.REMEMBERED:
@@ -315,7 +327,8 @@ class EventBus:
         boxes = self._mailboxes.get(channel)
         if boxes is None:
             boxes = self._mailboxes[channel] = {}
-            self._subscribing[channel] = asyncio.create_task(self._subscribe(channel))
+            if not self._in_process:  # in memory, this bus's own dispatch is the whole subscription
+                self._subscribing[channel] = asyncio.create_task(self._subscribe(channel))
         boxes[mailbox] = utcnow()
         self._idle.clear()
         subscribing = self._subscribing.get(channel)
@@ -335,6 +348,8 @@ class EventBus:
         del self._mailboxes[channel]
         if not self._mailboxes:
             self._idle.set()
+        if self._in_process:
+            return
         task = asyncio.create_task(self._unsubscribe(channel, self._subscribing.pop(channel, None)))
         self._unsubscribing.add(task)
         task.add_done_callback(self._unsubscribing.discard)

@@ -487,7 +487,9 @@ def _committing(
     """
 
     def unit(conn: Connection) -> tuple[UploadSession, list[Envelope], bool]:
-        now = image.created_at
+        # Stamped as the unit runs (in the writer's transaction), not when the request queued it:
+        # ``updated_at`` is then when the change was made, and watchers see it that long after.
+        now = image.created_at = utcnow()
         row = conn.execute(_CLAIMS[reserved], {"session_id": session.id, "now": now}).first()
         if row is None:
             raise _NoRoom()
