@@ -125,7 +125,9 @@ async def test_every_watcher_gets_the_final_state_across_a_redis_restart(
     # the task group can end before the broadcast has reconnected, so wait for that here. The
     # backend signals nothing a test can await; its state is polled, with a deadline.
     with anyio.fail_after(30):
-        while not await services.bus.healthy():
+        while True:
+            if await services.bus.healthy():
+                break
             await anyio.sleep(0.05)
     assert services.bus.live_subscriptions == 0
 
