@@ -247,9 +247,13 @@ def test_a_busy_server_is_asked_again_after_its_retry_after(live: ThreadedApp, p
     assert len(attempts) == 2
 
 
-def test_photos_picked_offline_wait_and_go_when_the_connection_returns(live: ThreadedApp, page: Page) -> None:
+def test_photos_picked_offline_wait_and_go_when_the_connection_returns(
+    live: ThreadedApp, page: Page, pages: Browsing
+) -> None:
     session = live.new_session(max_images=3)
     page.goto(f"{live.url}/s/{session['id']}")
+    # The live feed (an EventSource) may try to reconnect while offline; Chromium logs that try.
+    pages.expect(r"net::ERR_INTERNET_DISCONNECTED \(\S+/events\)")
     page.context.set_offline(True)
     page.wait_for_function("() => navigator.onLine === false")
     page.locator("#gallery").set_input_files([_file("a.jpg"), _file("b.jpg")])
