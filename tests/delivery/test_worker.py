@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -37,15 +39,19 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
-async def _until(services: Services, session_id: str, *types: str, count: int = 1) -> list[Envelope]:
-    """Collect the session's events until ``count`` of the given types have arrived."""
+@contextlib.asynccontextmanager
+async def _until(services: Services, session_id: str, *types: str, count: int = 1) -> AsyncIterator[list[Envelope]]:
+    """Watch the session's events while the body acts (so none it causes is missed, however fast
+    the worker is), then wait until ``count`` of the given types have arrived; the list yielded
+    then holds the delivery events seen."""
     mailbox = EveryEvent()
     seen: list[Envelope] = []
     async with services.bus.subscribe(session_channel(session_id), mailbox):
+        yield seen
         with anyio.fail_after(20):
             while sum(e.type in types for e in seen) < count:
                 seen.append(await mailbox.get())
-    return [e for e in seen if e.type.startswith("delivery.")]
+    seen[:] = [e for e in seen if e.type.startswith("delivery.")]
 
 
 async def _webhook_session(client: httpx.AsyncClient, key: str, receiver: Receiver, **fields: object) -> str:
@@ -59,14 +65,7 @@ async def test_an_upload_is_delivered_signed_and_recorded(
 ) -> None:
     session_id = await _webhook_session(client, key, receiver)
     photo = image_bytes("JPEG", (90, 60))
-    async with anyio.create_task_group() as group:
-        waiting: list[Envelope] = []
-
-        async def wait() -> None:
-            waiting.extend(await _until(services, session_id, "delivery.succeeded"))
-
-        group.start_soon(wait)
-        await anyio.wait_all_tasks_blocked()
+    async with _until(services, session_id, "delivery.succeeded") as waiting:
         uploaded = (await upload(client, session_id, ("car.jpg", photo, "image/jpeg"))).json()
     (event,) = waiting
     assert event.data["delivery"]["status"] == "succeeded" and event.data["attempt"]["number"] == 1
@@ -85,8 +84,8 @@ async def test_a_receiver_that_is_down_then_up_gets_its_delivery(
 ) -> None:
     receiver.answers += [(503, {}), (502, {})]
     session_id = await _webhook_session(client, key, receiver)
-    await upload(client, session_id)
-    events = await _until(services, session_id, "delivery.succeeded")
+    async with _until(services, session_id, "delivery.succeeded") as events:
+        await upload(client, session_id)
     assert [e.type for e in events] == ["delivery.failed", "delivery.failed", "delivery.succeeded"]
     assert [e.data["delivery"]["status"] for e in events] == ["pending", "pending", "succeeded"]
     assert len(receiver.received) == 3
@@ -98,15 +97,16 @@ async def test_gone_ends_retries_and_a_retry_by_hand_delivers(
 ) -> None:
     receiver.answers.append((410, {}))
     session_id = await _webhook_session(client, key, receiver)
-    await upload(client, session_id)
-    (failed,) = await _until(services, session_id, "delivery.failed")
+    async with _until(services, session_id, "delivery.failed") as events:
+        await upload(client, session_id)
+    (failed,) = events
     assert failed.data["delivery"]["status"] == "failed" and failed.data["delivery"]["next_attempt_at"] is None
     delivery_id = failed.data["delivery"]["id"]
     shown = (await client.get(f"/v1/deliveries/{delivery_id}", headers=bearer(key))).json()
     assert shown["status"] == "failed" and "410" in shown["last_error"] and len(receiver.received) == 1
-    retried = await client.post(f"/v1/deliveries/{delivery_id}/retry", headers=bearer(key))
-    assert retried.status_code == 200 and retried.json()["status"] == "pending"
-    await _until(services, session_id, "delivery.succeeded")
+    async with _until(services, session_id, "delivery.succeeded"):
+        retried = await client.post(f"/v1/deliveries/{delivery_id}/retry", headers=bearer(key))
+        assert retried.status_code == 200 and retried.json()["status"] == "pending"
     assert len(receiver.received) == 2
     again = await client.post(f"/v1/deliveries/{delivery_id}/retry", headers=bearer(key))
     assert again.status_code == 409
@@ -117,8 +117,8 @@ async def test_a_receiver_that_never_recovers_fails_after_the_last_attempt(
 ) -> None:
     receiver.answers += [(500, {})] * 3
     session_id = await _webhook_session(client, key, receiver)
-    await upload(client, session_id)
-    events = await _until(services, session_id, "delivery.failed", count=3)
+    async with _until(services, session_id, "delivery.failed", count=3) as events:
+        await upload(client, session_id)
     assert [e.data["delivery"]["status"] for e in events] == ["pending", "pending", "failed"]
     assert events[-1].data["delivery"]["last_error"] == "the receiver answered 500"
 
@@ -138,8 +138,8 @@ async def test_each_image_goes_to_every_destination_of_the_session(
         session = await new_session(client, key, delivery_mode=None, destination_ids=ids)
         assert session["delivery_mode"] == "webhook"
         photo = image_bytes("PNG")
-        await upload(client, session["id"], ("a.png", photo, "image/png"))
-        await _until(services, session["id"], "delivery.succeeded", count=2)
+        async with _until(services, session["id"], "delivery.succeeded", count=2):
+            await upload(client, session["id"], ("a.png", photo, "image/png"))
         assert [r.body for r in receiver.received] == [photo]
         assert [r.body for r in second.received] == [photo]
 
