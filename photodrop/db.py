@@ -50,6 +50,10 @@ class Database:
             if on_disk:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             options["connect_args"] = {"timeout": 30}
+            if on_disk:
+                # Room for every concurrent reader: past SQLAlchemy's 5, each burst would open and
+                # close connections (an aiosqlite thread, the PRAGMAs and functions each time).
+                options.update(pool_size=20, max_overflow=20)
         else:
             options.update(
                 pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout, pool_pre_ping=True
