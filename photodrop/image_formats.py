@@ -3,9 +3,11 @@
 Each format is a generator that walks the file's framing (JPEG segments and entropy-coded scans,
 PNG chunks and CRCs, RIFF chunks, ISO-BMFF boxes and item locations, GIF blocks, BMP and TIFF
 headers against the length) by yielding what it needs next: so many bytes, so many bytes skipped
-or CRC'd, the next JPEG marker past an entropy-coded stream. ``Walker`` feeds it from whatever
-chunks arrive, so nothing is read twice and nothing beyond one segment header is held. Pixel
-data is not decoded: this proves the file is whole and its framing sound, and reads its size.
+or CRC'd, the next JPEG marker past an entropy-coded stream, whether the file ends in a given
+suffix. ``Walker`` feeds it from whatever chunks arrive, so nothing beyond one segment header is
+held, and nothing is read twice except where a shortcut's answer sends the walk back over bytes
+it skipped. Pixel data is not decoded: this proves the file is whole and its framing sound, and
+reads its size.
 """
 
 from __future__ import annotations
@@ -64,6 +66,19 @@ class AtEnd:
     """Sent back: whether the file ends here."""
 
 
+@dataclass
+class EndsWith:
+    """Pass over everything left; sent back: whether the bytes from here on end with ``suffix``.
+
+    A shortcut for a walk that can vouch for the rest of the file from its last bytes alone. When
+    the answer is no, the walk may go on asking for those bytes after all: the walker reads them
+    again from the file (``reopen``), a second pass that the shortcut saves whenever it holds.
+    Without ``reopen`` the answer is always no, at once, and the walk reads the bytes as they pass.
+    """
+
+    suffix: bytes
+
+
 class Whole:
     """Wait for the end of the file; sent back: a ``RandomAccess`` over all of it (for formats that
     point backwards and forwards by offset, as TIFF does)."""
@@ -75,9 +90,12 @@ class RandomAccess:
     read_at: Callable[[int, int], bytes]
 
 
-Request = Read | Skip | Crc | Marker | AtEnd | Whole
+Request = Read | Skip | Crc | Marker | AtEnd | EndsWith | Whole
 Walk = Generator[Request, object, Size]
 SizeCheck = Callable[[int, int], None]  # raises when a width x height is over a limit
+
+_KEPT = 8  # trailing bytes kept for an EndsWith: at least its longest suffix
+_REREAD = 1024 * 1024  # bytes read at once on a second pass
 
 # 0xFF then anything but a stuffed zero, a restart marker or another (fill) 0xFF: a marker ends the scan.
 _MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
@@ -92,6 +110,8 @@ class Walker:
         self._buffer = bytearray()
         self._length = 0
         self._after_ff = False  # the last chunk ended on an 0xFF inside an entropy-coded stream
+        self._last = b""  # the file's last bytes so far, for an EndsWith
+        self._passed_from: int | None = None  # where the bytes an EndsWith passes over begin
         self._result: Size | None = None
         self._request: Request = next(walk)
         self._settle()
@@ -114,6 +134,8 @@ class Walker:
                 value: object = b"" if isinstance(request, Read) else None
             elif isinstance(request, Crc) and request.n == 0:
                 value = request.crc
+            elif isinstance(request, EndsWith) and self._reopen is None:
+                value = False  # no second pass to fall back on: the walk reads the bytes as they come
             else:
                 return
             try:
@@ -125,6 +147,7 @@ class Walker:
         """Walk over ``data``, the next bytes of the file; raises Damaged or NotAccepted at once."""
         self._length += len(data)
         at, end = 0, len(data)
+        self._last = (self._last + data[-_KEPT:])[-_KEPT:]
         while at < end and self._result is None:
             request = self._request
             if isinstance(request, Read):
@@ -156,6 +179,10 @@ class Walker:
                 at = self._scan(data, at)
             elif isinstance(request, AtEnd):
                 self._send(False)
+            elif isinstance(request, EndsWith):
+                if self._passed_from is None:
+                    self._passed_from = self._length - (end - at)
+                return
             else:  # Whole: the walk looks once the file is complete
                 return
 
@@ -175,8 +202,22 @@ class Walker:
         self._send(data[found.end() - 1])
         return found.end()
 
+    def _answer_ends_with(self, request: EndsWith) -> None:
+        start = self._length if self._passed_from is None else self._passed_from
+        self._send(self._length - start >= len(request.suffix) and self._last.endswith(request.suffix))
+        if self._result is not None or self._length == start:
+            return
+        assert self._reopen is not None  # without it the answer came at once, before any byte passed
+        with self._reopen() as file:  # the walk wants the bytes it passed over: a second pass
+            file.seek(start)
+            self._length = start
+            while self._result is None and (chunk := file.read(_REREAD)):
+                self.feed(chunk)
+
     def finish(self) -> Size:
         """The file has ended: its size, or Damaged if its framing is incomplete."""
+        if self._result is None and isinstance(self._request, EndsWith):
+            self._answer_ends_with(self._request)
         if self._result is None and isinstance(self._request, AtEnd):
             self._send(True)
         if self._result is None and isinstance(self._request, Whole):
@@ -212,6 +253,14 @@ def jpeg(check: SizeCheck) -> Walk:
 
     What follows the first EOI (a multi-picture file's other pictures) is not looked at, as a
     viewer shows only the first picture.
+
+    A file that ends in EOI is taken as whole once its segments up to the first scan are sound,
+    without reading the entropy-coded data for its markers (the bulk of the file, and of the
+    check's cost). That answers for it: a cut that leaves the file ending in EOI can only fall
+    right after an EOI, since 0xFF 0xD9 appears nowhere else after the first scan (coded data
+    stuffs every 0xFF; Huffman tables cannot hold that pair), and the scan would stop at that EOI
+    and take the file too. A file with bytes after its EOI (maker data, further pictures), or cut
+    short, is read to its first EOI marker by marker.
     """
     if (yield Read(2)) != b"\xff\xd8":
         raise Damaged("no JPEG start-of-image marker")
@@ -253,6 +302,8 @@ def jpeg(check: SizeCheck) -> Walk:
                 raise Damaged("a JPEG scan comes before its frame header")
             yield Skip(length - 2)
             scans += 1
+            if scans == 1 and (yield EndsWith(b"\xff\xd9")):
+                return size
             found = yield Marker()
             assert isinstance(found, int)
             code = found

@@ -113,23 +113,29 @@ class ImageCheck:
             if self._walker is not None:
                 self._walker.feed(data)
                 return
-            self._head += data
-            if len(self._head) >= (NAMING_HEAD if self._unknown else HEAD):
-                self._start()
+            wanted = NAMING_HEAD if self._unknown else HEAD
+            taken = wanted - len(self._head)  # only what naming the format needs is copied aside
+            self._head += data[:taken]
+            if len(self._head) >= wanted:
+                self._start(data[taken:])
         except (image_formats.Damaged, image_formats.NotAccepted, PhotodropError) as exc:
             self._error = _refusal(exc)
 
-    def _start(self) -> None:
+    def _start(self, rest: bytes = b"") -> None:
+        """Pick the format's walk from the head, then walk the head and ``rest``, the chunk's bytes after it."""
         walk = _walk_for(bytes(self._head[:HEAD]), self._check_pixels)
         if walk is None:
             if len(self._head) >= NAMING_HEAD or self._unknown:
                 raise UnsupportedType(_unknown_kind(bytes(self._head)), param="file")
             self._unknown = True  # keep a little more, to name it in the refusal
+            self.feed(rest)
             return
         head = bytes(self._head)
         self._head.clear()
         self._walker = image_formats.Walker(walk, self._reopen)
         self._walker.feed(head)
+        if rest:
+            self._walker.feed(rest)
 
     def _check_pixels(self, width: int, height: int) -> None:
         if width * height > self.max_pixels:

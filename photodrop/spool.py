@@ -1,9 +1,10 @@
 """Streaming multipart reader that spools each file part to disk as it arrives.
 
 The event loop only parses the multipart framing and measures each file part (refusing it the
-moment it passes the limit); the part's bytes go a batch at a time to a worker thread that writes,
-hashes and checks them (``images.ImageCheck``) in one pass, while the loop receives the next
-batch. Nothing is held in memory beyond two batches per upload.
+moment it passes the limit); the part's bytes go a batch at a time to worker threads that create
+the file, write, hash and check them (``images.ImageCheck``) in one pass, each batch after the
+one before it, while the loop receives the next. Nothing is held in memory beyond IN_FLIGHT + 1
+batches per upload.
 
 Parts go into a directory of this process's own under the spool, held with an advisory lock for
 as long as the process lives. A process killed mid-upload leaves its directory behind, unlocked,
@@ -17,12 +18,13 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import logging
 import os
 import secrets
-import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -44,9 +46,14 @@ log = logging.getLogger("photodrop.spool")
 # Bytes handed to a file's worker thread at once: enough that a thread hop (~50 us) is noise next
 # to the write, the hash and the check, and few enough that eight uploads hold little memory.
 BATCH = 1024 * 1024
-# One batch per upload runs at a time, so this bounds how many uploads are worked on at once, not
-# how many are taken: the rest wait a moment for a thread while their bytes queue in the socket.
+# Batches of one upload handed over and not yet taken: the loop goes on reading the upload while
+# they are written, and waits for the oldest only when this many are still at it.
+IN_FLIGHT = 2
+# Each upload's batches run one after another, so this bounds how many uploads are worked on at
+# once, not how many are taken: the rest wait a moment for a thread while their bytes queue in the socket.
 _THREADS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="photodrop-spool")
+# Spooled files are named by a count: each process writes only into its own directory.
+_NAMES = itertools.count()
 
 
 @dataclass
@@ -76,15 +83,30 @@ class SpooledForm:
             spooled.path.unlink(missing_ok=True)
 
 
-class _Sink:
-    """Where one file part's bytes go, in a worker thread: its file, its hash, its image check."""
+def _spool_path(directory: Path) -> Path:
+    return directory / f"upload-{next(_NAMES)}.part"
 
-    def __init__(self, spooled: SpooledFile, handle: IO[bytes], max_pixels: int | None) -> None:
+
+class _Sink:
+    """Where one file part's bytes go, in a worker thread: its file (created by the first batch,
+    so the event loop makes no file system call), its hash, its image check."""
+
+    def __init__(self, spooled: SpooledFile, max_pixels: int | None) -> None:
         self.spooled = spooled
-        self.handle = handle
+        self._handle: IO[bytes] | None = None
         self.hash = hashlib.sha256()
         path = spooled.path
         self.check = None if max_pixels is None else ImageCheck(max_pixels=max_pixels, reopen=lambda: path.open("rb"))
+
+    @property
+    def handle(self) -> IO[bytes]:
+        if self._handle is None:
+            self._handle = self.spooled.path.open("xb")
+        return self._handle
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
 
     def take(self, chunks: list[memoryview], last: bool) -> None:
         data = b"".join(chunks)
@@ -103,7 +125,9 @@ class _Sink:
                     self.spooled.verdict = exc
 
 
-def _apply(batch: list[tuple[_Sink, list[memoryview], bool]]) -> None:
+def _apply(batch: list[tuple[_Sink, list[memoryview], bool]], after: Future[None] | None) -> None:
+    if after is not None:
+        after.result()  # the upload's earlier batch, begun on another thread first: its bytes go before these
     for sink, chunks, last in batch:
         sink.take(chunks, last)
 
@@ -128,7 +152,7 @@ class _Reader:
         self._pending: list[tuple[_Sink, list[memoryview], bool]] = []
         self._pending_bytes = 0
         self._ended = False  # a file part ended since the last hand-over
-        self._in_flight: Future[None] | None = None
+        self._in_flight: deque[Future[None]] = deque()  # in the order handed over
 
     def on_part_begin(self) -> None:
         self._disposition = b""
@@ -160,15 +184,14 @@ class _Reader:
             return
         if len(self.form.files) >= self.max_files:
             raise InvalidInput(f"at most {self.max_files} files can be sent at once", param=self._field)
-        fd, name = tempfile.mkstemp(dir=self.directory, prefix="upload-", suffix=".part")
         self._file = SpooledFile(
             field=self._field,
             filename=options[b"filename"].decode("utf-8", "replace"),
             content_type=self._part_type,
-            path=Path(name),
+            path=_spool_path(self.directory),
         )
         self.form.files.append(self._file)
-        self._sink = _Sink(self._file, os.fdopen(fd, "wb"), self.max_pixels)
+        self._sink = _Sink(self._file, self.max_pixels)
         self._sinks.append(self._sink)
         self._pending.append((self._sink, [], False))
 
@@ -206,35 +229,41 @@ class _Reader:
     async def hand_over(self, *, final: bool = False) -> None:
         """Give what has piled up to a worker thread once a batch is full, a file has ended, or the body has.
 
-        One batch per upload is in a thread at a time: the loop waits for it before handing
-        over the next, so each file's bytes are taken in order and memory stays bounded.
+        Each batch runs after the one handed over before it, so each file's bytes are taken in
+        order; with IN_FLIGHT batches still at it the loop waits for the oldest, so memory stays
+        bounded. The final hand-over returns once every batch is taken.
         """
         if not (final or self._ended or self._pending_bytes >= BATCH):
             return
-        await self._settled()
         batch = [entry for entry in self._pending if entry[1] or entry[2]]
         sink = self._sink
         self._pending = [(sink, [], False)] if sink is not None else []
         self._pending_bytes = 0
         self._ended = False
         if batch:
-            self._in_flight = _THREADS.submit(_apply, batch)
+            if len(self._in_flight) >= IN_FLIGHT:
+                await self._settled(len(self._in_flight) - IN_FLIGHT + 1)
+            after = self._in_flight[-1] if self._in_flight else None
+            self._in_flight.append(_THREADS.submit(_apply, batch, after))
         if final:
             await self._settled()
 
-    async def _settled(self) -> None:
-        """Wait for the batch in the thread; its failure (a full disk, say) is this request's."""
-        if self._in_flight is not None:
+    async def _settled(self, count: int | None = None) -> None:
+        """Wait for the ``count`` oldest batches in threads (all by default); a failure (a full disk,
+        say) is this request's."""
+        for _ in range(len(self._in_flight) if count is None else count):
             # A fresh wrapper each time: a cancelled wait leaves the thread's own future to be waited on again.
-            await asyncio.wrap_future(self._in_flight)
-            self._in_flight = None
+            await asyncio.wrap_future(self._in_flight[0])
+            self._in_flight.popleft()
 
     async def close(self) -> None:
-        """After a failure: let the thread finish with what it holds, then close every file."""
-        with contextlib.suppress(Exception):
-            await self._settled()
+        """After a failure: let the threads finish with what they hold, then close every file."""
+        while self._in_flight:
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(self._in_flight[0])
+            self._in_flight.popleft()
         for sink in self._sinks:
-            sink.handle.close()
+            sink.close()
 
 
 async def read_multipart(
@@ -299,9 +328,10 @@ async def spool_stream(
     """Spool a file that arrives as a plain stream of bytes (a resumable upload's staged chunks, in
     order) the way ``read_multipart`` spools a part: written, hashed and checked as an image in one
     pass, a batch at a time in a worker thread. The file is removed if the stream fails."""
-    fd, name = tempfile.mkstemp(dir=own_directory(directory), prefix="upload-", suffix=".part")
-    spooled = SpooledFile(field="file", filename=filename, content_type=content_type, path=Path(name))
-    sink = _Sink(spooled, os.fdopen(fd, "wb"), max_pixels)
+    spooled = SpooledFile(
+        field="file", filename=filename, content_type=content_type, path=_spool_path(own_directory(directory))
+    )
+    sink = _Sink(spooled, max_pixels)
     batch: list[memoryview] = []
     size = 0
     try:
@@ -314,7 +344,7 @@ async def spool_stream(
         await asyncio.wrap_future(_THREADS.submit(sink.take, batch, True))
         spooled.size = size
     except BaseException:
-        sink.handle.close()
+        sink.close()
         spooled.path.unlink(missing_ok=True)
         raise
     return spooled

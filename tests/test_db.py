@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from pathlib import Path
 
 import anyio
@@ -67,4 +69,38 @@ async def test_a_burst_of_sqlite_reads_reuses_its_connections(tmp_path: Path) ->
                 burst.start_soon(read, holding, everyone)
         counts.append(len(opened))
     assert counts == [12, 12]
+    await database.dispose()
+
+
+async def test_a_key_read_on_sqlite_sees_each_commit_at_once(tmp_path: Path) -> None:
+    """``fetch`` reads on the calling thread through a connection of its own: it must still see
+    every commit made through the engine the moment it is made (no transaction held open)."""
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'fetch.sqlite'}")
+    async with database.engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+    for value in ("one", "two"):
+        async with database.engine.begin() as conn:
+            await conn.execute(text("INSERT OR REPLACE INTO t VALUES (1, :v)"), {"v": value})
+        assert await database.fetch("SELECT v FROM t WHERE id = ?", (1,)) == [(value,)]
+    await database.dispose()
+
+
+async def test_a_key_read_waits_off_the_event_loop_when_sqlite_is_busy(tmp_path: Path) -> None:
+    """A connection holding the file in exclusive locking mode shuts every reader out: ``fetch``
+    does not wait for it on the event loop (its own connection gives up at once) but through the
+    pool, and answers once the lock is gone."""
+    path = tmp_path / "busy.sqlite"
+    database = Database(f"sqlite+aiosqlite:///{path}")
+    async with database.engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+        await conn.execute(text("INSERT INTO t VALUES (1, 'kept')"))
+    await database.engine.dispose()  # no pooled connection keeps the WAL index shared
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("UPDATE t SET v = 'kept' WHERE id = 1")  # takes the exclusive lock, held until closed
+    reading = asyncio.create_task(database.fetch("SELECT v FROM t WHERE id = ?", (1,)))
+    done, _ = await asyncio.wait({reading}, timeout=0.5)
+    assert not done, "the read answered while the file was locked"
+    holder.close()
+    assert await reading == [("kept",)]
     await database.dispose()

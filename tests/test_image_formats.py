@@ -66,8 +66,28 @@ def _exif_with_jpeg_inside() -> bytes:
     return exif.tobytes()
 
 
-def _check(data: bytes, chunks: list[int] | None = None, max_pixels: int = MAX_PIXELS) -> ImageInfo:
-    check = ImageCheck(max_pixels=max_pixels, reopen=lambda: io.BytesIO(data))
+class _Rereads:
+    """``reopen`` for a check of ``data``, counting the second passes it is asked for."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.count = 0
+
+    def __call__(self) -> io.BytesIO:
+        self.count += 1
+        return io.BytesIO(self.data)
+
+
+def _check(
+    data: bytes,
+    chunks: list[int] | None = None,
+    max_pixels: int = MAX_PIXELS,
+    *,
+    rereads: _Rereads | None = None,
+    second_pass: bool = True,
+) -> ImageInfo:
+    """``ImageCheck`` over ``data`` fed in ``chunks``, re-read through ``rereads`` unless ``second_pass`` is off."""
+    check = ImageCheck(max_pixels=max_pixels, reopen=(rereads or _Rereads(data)) if second_pass else None)
     at = 0
     for size in chunks or [len(data)]:
         check.feed(data[at : at + size])
@@ -145,6 +165,40 @@ def test_a_jpeg_with_fill_bytes_before_its_markers_passes() -> None:
     end = len(data) - 2
     assert data[end:] == b"\xff\xd9"
     assert _check(data[:end] + b"\xff\xff\xff" + data[end:]).mime_type == "image/jpeg"
+
+
+JPEGS = sorted(name for name in SAMPLES if name.startswith("jpeg"))
+
+
+@pytest.mark.parametrize("name", JPEGS)
+def test_a_jpeg_ending_in_its_eoi_is_checked_in_one_pass(name: str) -> None:
+    data = SAMPLES[name][0]()
+    rereads = _Rereads(data)
+    assert _check(data, [4096] * (len(data) // 4096), rereads=rereads) == ImageInfo("image/jpeg", *SIZE)
+    assert rereads.count == 0
+
+
+@pytest.mark.parametrize("name", JPEGS)
+def test_a_jpeg_with_bytes_after_its_eoi_is_read_again_marker_by_marker(name: str) -> None:
+    data = SAMPLES[name][0]() + b"maker data"
+    rereads = _Rereads(data)
+    assert _check(data, rereads=rereads) == ImageInfo("image/jpeg", *SIZE)
+    assert rereads.count == 1
+
+
+@pytest.mark.parametrize("name", JPEGS)
+def test_without_a_second_pass_a_jpeg_is_read_marker_by_marker_as_it_streams(name: str) -> None:
+    data = SAMPLES[name][0]()
+    assert _check(data, [7] * (len(data) // 7), second_pass=False) == ImageInfo("image/jpeg", *SIZE)
+    assert _check(data + b"maker data", second_pass=False) == ImageInfo("image/jpeg", *SIZE)
+    passed = []
+    for cut in _cut_points(len(data)):
+        try:
+            _check(data[:cut], [max(1, cut // 3)] * 3, second_pass=False)
+        except UnsupportedType:
+            continue
+        passed.append(cut)
+    assert not passed, f"{name} cut at {passed[:10]} passed the check"
 
 
 def test_whatever_follows_a_jpegs_end_is_not_looked_at() -> None:

@@ -112,19 +112,16 @@ async def _found(services: Services, session_id: str, principal: Principal | Non
 async def _read_session(services: Services, session_id: str) -> UploadSession | None:
     """The session's row as it is now, or None: what every upload reads before it takes a byte.
 
-    On SQLite one prepared statement straight to the driver, its values converted by the columns'
-    own types: two trips to the driver's thread (the statement, and the pool's rollback as the
-    connection goes back), where an ORM read makes five. Elsewhere an ORM read. The commit's
-    conditional update checks the state again, so nothing here needs a transaction.
+    On SQLite one prepared statement straight to the driver (``Database.fetch``), its values
+    converted by the columns' own types. Elsewhere an ORM read. The commit's conditional update
+    checks the state again, so nothing here needs a transaction.
     """
-    if not services.db.is_sqlite:
-        async with services.db.read() as s:
+    db = services.db
+    if not db.is_sqlite:
+        async with db.read() as s:
             return await s.get(UploadSession, session_id)
-    async with services.db.engine.connect() as conn:
-        raw = await conn.get_raw_connection()
-        driver: Any = raw.driver_connection  # aiosqlite's connection
-        read = _session_read(conn.dialect)
-        rows = await driver.execute_fetchall(read.sql, (session_id,))
+    read = _session_read(db.engine.dialect)
+    rows = await db.fetch(read.sql, (session_id,))
     return new_row(UploadSession, **read.values(rows[0])) if rows else None
 
 
