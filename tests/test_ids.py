@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from photodrop.ids import new_id, new_ordered_id
+import os
+import warnings
+
+from photodrop.ids import entropy, new_id, new_ordered_id, token_hex
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -26,3 +29,27 @@ def test_a_session_id_does_not_give_away_its_neighbour() -> None:
     # Inside one millisecond each step is random up to 2**64: a step below 2**24 has odds of
     # 2**-40 each, so this fails only if the step were predictable.
     assert min(steps) > 2**24
+
+
+def test_random_bits_fill_their_width_and_no_more() -> None:
+    drawn = [entropy.bits(80) for _ in range(2000)]
+    assert max(drawn) < 2**80 and any(value >= 2**79 for value in drawn)
+    assert len(set(drawn)) == len(drawn)
+    assert len({token_hex(16) for _ in range(2000)}) == 2000 and len(token_hex(16)) == 32
+
+
+def test_a_forked_child_draws_its_own_random_bytes() -> None:
+    """The pool of drawn bytes is not inherited: a parent and its child would otherwise hand out the same ids."""
+    entropy.bytes(1)  # the pool holds bytes the child would inherit
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # newer Pythons warn of fork beside threads
+        child = os.fork()
+    if child == 0:
+        os.write(write, entropy.bytes(32))
+        os._exit(0)
+    os.close(write)
+    from_child = os.read(read, 32)
+    os.close(read)
+    os.waitpid(child, 0)
+    assert len(from_child) == 32 and from_child != entropy.bytes(32)

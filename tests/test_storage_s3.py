@@ -46,6 +46,16 @@ def test_the_url_scheme_picks_the_backend(tmp_path: Path) -> None:
         open_storage(make_settings(tmp_path, storage_url="gopher://photos"))
 
 
+async def test_a_local_key_cannot_name_a_file_outside_the_staging_directory(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "staging")
+    for key in ("../outside.jpg", "a/../../outside.jpg", "/etc/passwd", "a/../.."):
+        with pytest.raises(ValueError, match="escapes the staging directory"):
+            await storage.put_file(key, _spooled(tmp_path, b"kept"))
+    assert (tmp_path / "spooled.bin").read_bytes() == b"kept" and not (tmp_path / "outside.jpg").exists()
+    await storage.put_file("p/s/./img.jpg", _spooled(tmp_path, b"staged"))
+    assert await _read(storage, "p/s/img.jpg") == b"staged"
+
+
 def test_the_standard_aws_variables_configure_s3_staging(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-aws")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")

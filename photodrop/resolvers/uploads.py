@@ -376,7 +376,8 @@ async def _commit(
     """Stage a validated file and commit it with its deliveries and events as one unit (undone if it fails)."""
     image_id = new_id("img")
     key = f"{session.project_id}/{session.id}/{image_id}.{EXTENSIONS[info.mime_type]}"
-    image = Image(
+    image = new_row(
+        Image,
         id=image_id,
         session_id=session.id,
         project_id=session.project_id,
@@ -505,7 +506,8 @@ def _committing(
             if claimed.delivery_mode is DeliveryMode.POLL:
                 targets[None] = DeliveryMode.POLL  # long polling alongside the destinations
         deliveries = [
-            Delivery(
+            new_row(
+                Delivery,
                 id=new_id("dlv"),
                 image_id=image.id,
                 session_id=claimed.id,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -19,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from photodrop import logs
 from photodrop.context import Services
+from photodrop.ids import token_hex
 from photodrop.web.api import services
 
 access_log = logging.getLogger("photodrop.access")
@@ -47,7 +47,7 @@ def request_id_of(scope: Scope) -> str:
             given: str = value.decode("latin-1")
             if REQUEST_ID.fullmatch(given):
                 return given
-    return secrets.token_hex(16)
+    return token_hex(16)
 
 
 class Observability:
