@@ -265,6 +265,57 @@ def _prepared(model: type[SQLModel], dialect: Dialect) -> _PreparedInsert:
     return _PreparedInsert(table, compiled.string, columns)
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A Core statement compiled once for SQLite, to run straight on its driver (sqlite3 keeps it
+    compiled too): SQLAlchemy's execution path costs several times a small statement there. The
+    statement's constants are bound when it is compiled; ``args`` fills in the named parameters."""
+
+    sql: str
+    binds: Sequence[tuple[str, Any, Callable[[Any], Any] | None]]  # name, constant, how its type stores a value
+    columns: Sequence[tuple[str, Callable[[Any], Any] | None]]  # key, and how its type loads a value
+
+    def args(self, **values: Any) -> list[Any]:
+        bound = []
+        for name, constant, store in self.binds:
+            value = values[name] if name in values else constant
+            bound.append(value if store is None else store(value))
+        return bound
+
+    def mapping(self, row: Sequence[Any]) -> dict[str, Any]:
+        return {
+            key: value if load is None else load(value) for (key, load), value in zip(self.columns, row, strict=True)
+        }
+
+
+@functools.cache
+def prepared(statement: Any, dialect: Dialect) -> Prepared:
+    """``statement`` (a select, or DML returning rows, with no expanding parameter) as a ``Prepared``."""
+    compiled = statement.compile(dialect=dialect)
+    assert compiled.positiontup is not None  # SQLite's paramstyle is positional
+    binds = []
+    for name in compiled.positiontup:
+        bind = compiled.binds[name]
+        assert not bind.expanding, "an expanding parameter changes the SQL with each value"
+        binds.append((name, compiled.params.get(name), bind.type.dialect_impl(dialect).bind_processor(dialect)))
+    columns = [
+        (column.key, column.type.dialect_impl(dialect).result_processor(dialect, None))
+        for column in statement.exported_columns
+    ]
+    return Prepared(compiled.string, binds, columns)
+
+
+def fetch_rows(conn: Connection, statement: Any, **values: Any) -> list[dict[str, Any]]:
+    """The rows ``statement`` gives on ``conn``, each a mapping by column key: on SQLite as a
+    ``Prepared`` straight to the driver, elsewhere through SQLAlchemy."""
+    if conn.dialect.name != "sqlite":
+        return [dict(row._mapping) for row in conn.execute(statement, values)]
+    statement_once = prepared(statement, conn.dialect)
+    driver: Any = conn.connection.driver_connection
+    rows = driver.execute(statement_once.sql, statement_once.args(**values)).fetchall()
+    return [statement_once.mapping(row) for row in rows]
+
+
 def _with_async_driver(url: str) -> str:
     """A plain ``postgres://`` or ``postgresql://`` URL (as the broadcast takes) names asyncpg for SQLAlchemy."""
     scheme, sep, rest = url.partition("://")

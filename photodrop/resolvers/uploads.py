@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import anyio
 from sqlalchemy import bindparam, case, func, or_, update
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from photodrop import logs
 from photodrop.context import Principal, Services
-from photodrop.db import inserting, new_row
+from photodrop.db import fetch_rows, inserting, new_row, prepared
 from photodrop.downscale import scale_down
 from photodrop.errors import (
     Expired,
@@ -120,28 +119,9 @@ async def _read_session(services: Services, session_id: str) -> UploadSession | 
     if not db.is_sqlite:
         async with db.read() as s:
             return await s.get(UploadSession, session_id)
-    read = _session_read(db.engine.dialect)
-    rows = await db.fetch(read.sql, (session_id,))
-    return new_row(UploadSession, **read.values(rows[0])) if rows else None
-
-
-@dataclass(frozen=True)
-class _PreparedRead:
-    sql: str
-    columns: Sequence[tuple[str, Callable[[Any], Any] | None]]  # attribute, and how its type loads a value
-
-    def values(self, row: Sequence[Any]) -> dict[str, Any]:
-        return {
-            key: value if load is None else load(value) for (key, load), value in zip(self.columns, row, strict=True)
-        }
-
-
-@functools.cache
-def _session_read(dialect: Dialect) -> _PreparedRead:
-    statement = select(*_SESSIONS.c).where(_SESSIONS.c.id == bindparam("id"))
-    sql = str(statement.compile(dialect=dialect))
-    loads = [(column.key, column.type.dialect_impl(dialect).result_processor(dialect, None)) for column in _SESSIONS.c]
-    return _PreparedRead(sql, loads)
+    read = prepared(_SESSION_BY_ID, db.engine.dialect)
+    rows = await db.fetch(read.sql, read.args(id=session_id))
+    return new_row(UploadSession, **read.mapping(rows[0])) if rows else None
 
 
 async def open_for_upload(
@@ -447,7 +427,7 @@ def _claim_statement(*, reserved: bool) -> Any:
         update(_SESSIONS)
         .where(
             _SESSIONS.c.id == bindparam("session_id"),
-            _SESSIONS.c.status.in_(OPEN_STATUSES),
+            or_(*(_SESSIONS.c.status == status for status in OPEN_STATUSES)),  # not IN: its list would expand
             _SESSIONS.c.reserved_count > 0
             if reserved
             else _SESSIONS.c.image_count + _SESSIONS.c.reserved_count < _SESSIONS.c.max_images,
@@ -466,6 +446,7 @@ def _claim_statement(*, reserved: bool) -> Any:
 
 
 _CLAIMS = {reserved: _claim_statement(reserved=reserved) for reserved in (False, True)}
+_SESSION_BY_ID = select(*_SESSIONS.c).where(_SESSIONS.c.id == bindparam("id"))
 _DESTINATION_KINDS = select(Destination.id, Destination.kind).where(
     col(Destination.id).in_(bindparam("ids", expanding=True))
 )
@@ -488,10 +469,10 @@ def _committing(
         # Stamped as the unit runs (in the writer's transaction), not when the request queued it:
         # ``updated_at`` is then when the change was made, and watchers see it that long after.
         now = image.created_at = utcnow()
-        row = conn.execute(_CLAIMS[reserved], {"session_id": session.id, "now": now}).first()
-        if row is None:
+        rows = fetch_rows(conn, _CLAIMS[reserved], session_id=session.id, now=now)
+        if not rows:
             raise _NoRoom()
-        claimed = new_row(UploadSession, **row._mapping)
+        claimed = new_row(UploadSession, **rows[0])
         image.index = claimed.image_count - 1
         try:
             inserting(image)(conn)
