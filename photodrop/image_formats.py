@@ -143,7 +143,7 @@ class Walker:
             except StopIteration as stop:
                 self._result = stop.value
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         """Walk over ``data``, the next bytes of the file; raises Damaged or NotAccepted at once."""
         self._length += len(data)
         at, end = 0, len(data)
@@ -154,7 +154,7 @@ class Walker:
                 take = min(request.n - len(self._buffer), end - at)
                 if not self._buffer and take == request.n:
                     at += take
-                    self._send(data[at - take : at])
+                    self._send(bytes(data[at - take : at]))
                     continue
                 self._buffer += data[at : at + take]
                 at += take
@@ -186,7 +186,7 @@ class Walker:
             else:  # Whole: the walk looks once the file is complete
                 return
 
-    def _scan(self, data: bytes, at: int) -> int:
+    def _scan(self, data: bytes | memoryview, at: int) -> int:
         if self._after_ff:
             code = data[at]
             if code == 0xFF:

@@ -106,7 +106,7 @@ class ImageCheck:
     def failed(self) -> bool:
         return self._error is not None
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         if self._error is not None:
             return
         try:
@@ -117,11 +117,11 @@ class ImageCheck:
             taken = wanted - len(self._head)  # only what naming the format needs is copied aside
             self._head += data[:taken]
             if len(self._head) >= wanted:
-                self._start(data[taken:])
+                self._start(memoryview(data)[taken:])  # a view: the rest of a large chunk is not copied
         except (image_formats.Damaged, image_formats.NotAccepted, PhotodropError) as exc:
             self._error = _refusal(exc)
 
-    def _start(self, rest: bytes = b"") -> None:
+    def _start(self, rest: bytes | memoryview = b"") -> None:
         """Pick the format's walk from the head, then walk the head and ``rest``, the chunk's bytes after it."""
         walk = _walk_for(bytes(self._head[:HEAD]), self._check_pixels)
         if walk is None:
