@@ -125,11 +125,51 @@ class _Sink:
                     self.spooled.verdict = exc
 
 
-def _apply(batch: list[tuple[_Sink, list[memoryview], bool]], after: Future[None] | None) -> None:
-    if after is not None:
-        after.result()  # the upload's earlier batch, begun on another thread first: its bytes go before these
-    for sink, chunks, last in batch:
-        sink.take(chunks, last)
+Batch = list[tuple[_Sink, list[memoryview], bool]]
+
+
+class _Lane:
+    """One upload's batches, taken in the order handed over by one worker thread at a time.
+
+    A thread is called only when the lane is idle; a batch handed over while one is being taken
+    waits in the lane and the same thread takes it next. Waking a thread costs more than the
+    hand-over itself (on a virtual machine, an interrupt to another CPU), and batches of one
+    upload follow one another closely. After a batch fails, the ones behind it fail the same way
+    unread: the file is incomplete.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: deque[tuple[Batch, Future[None]]] = deque()
+        self._taking = False
+        self._failure: BaseException | None = None
+
+    def hand_over(self, batch: Batch) -> Future[None]:
+        taken: Future[None] = Future()
+        with self._lock:
+            self._waiting.append((batch, taken))
+            idle, self._taking = not self._taking, True
+        if idle:
+            _THREADS.submit(self._take)
+        return taken
+
+    def _take(self) -> None:
+        while True:
+            with self._lock:
+                if not self._waiting:
+                    self._taking = False
+                    return
+                batch, taken = self._waiting.popleft()
+            try:
+                if self._failure is not None:
+                    raise self._failure
+                for sink, chunks, last in batch:
+                    sink.take(chunks, last)
+            except BaseException as exc:  # noqa: BLE001  (it is the waiting request's to raise)
+                self._failure = exc
+                taken.set_exception(exc)
+            else:
+                taken.set_result(None)
 
 
 class _Reader:
@@ -149,10 +189,11 @@ class _Reader:
         self._sink: _Sink | None = None
         self._sinks: list[_Sink] = []
         # What the parser has handed over and no thread has taken yet, file by file, in order.
-        self._pending: list[tuple[_Sink, list[memoryview], bool]] = []
+        self._pending: Batch = []
         self._pending_bytes = 0
         self._ended = False  # a file part ended since the last hand-over
-        self._in_flight: deque[Future[None]] = deque()  # in the order handed over
+        self._lane = _Lane()
+        self._in_flight: deque[Future[None]] = deque()  # the lane's batches not yet waited for, in order
 
     def on_part_begin(self) -> None:
         self._disposition = b""
@@ -229,9 +270,9 @@ class _Reader:
     async def hand_over(self, *, final: bool = False) -> None:
         """Give what has piled up to a worker thread once a batch is full, a file has ended, or the body has.
 
-        Each batch runs after the one handed over before it, so each file's bytes are taken in
-        order; with IN_FLIGHT batches still at it the loop waits for the oldest, so memory stays
-        bounded. The final hand-over returns once every batch is taken.
+        The upload's lane takes each batch after the one before it, so each file's bytes are taken
+        in order; with IN_FLIGHT batches still in the lane the loop waits for the oldest, so memory
+        stays bounded. The final hand-over returns once every batch is taken.
         """
         if not (final or self._ended or self._pending_bytes >= BATCH):
             return
@@ -243,13 +284,12 @@ class _Reader:
         if batch:
             if len(self._in_flight) >= IN_FLIGHT:
                 await self._settled(len(self._in_flight) - IN_FLIGHT + 1)
-            after = self._in_flight[-1] if self._in_flight else None
-            self._in_flight.append(_THREADS.submit(_apply, batch, after))
+            self._in_flight.append(self._lane.hand_over(batch))
         if final:
             await self._settled()
 
     async def _settled(self, count: int | None = None) -> None:
-        """Wait for the ``count`` oldest batches in threads (all by default); a failure (a full disk,
+        """Wait for the ``count`` oldest batches in the lane (all by default); a failure (a full disk,
         say) is this request's."""
         for _ in range(len(self._in_flight) if count is None else count):
             # A fresh wrapper each time: a cancelled wait leaves the thread's own future to be waited on again.
@@ -257,7 +297,7 @@ class _Reader:
             self._in_flight.popleft()
 
     async def close(self) -> None:
-        """After a failure: let the threads finish with what they hold, then close every file."""
+        """After a failure: let the lane finish with what it holds, then close every file."""
         while self._in_flight:
             with contextlib.suppress(Exception):
                 await asyncio.wrap_future(self._in_flight[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import random
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from photodrop import spool
 from photodrop.errors import InvalidInput, UnsupportedType
 from photodrop.images import ImageInfo
 from photodrop.spool import BATCH, SpooledForm, read_multipart
@@ -97,4 +99,27 @@ async def test_a_body_that_ends_inside_a_file_is_refused_and_cleaned_up(tmp_path
     body = _body([("file", "a.jpg", _noise("JPEG", (300, 200)))])
     with pytest.raises(InvalidInput, match="malformed multipart body|ended in the middle of a file"):
         await _read(_chunks(body[: len(body) // 2], 4096), tmp_path)
+    assert files_under(tmp_path) == []
+
+
+async def test_a_batch_that_fails_to_be_written_fails_the_upload_and_the_batches_behind_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk, injected at the second batch of the file: the request raises the disk's error,
+    no later batch of that upload is written after it, and nothing is left in the spool."""
+    photo = _noise("JPEG", (1600, 1200), quality=95)
+    assert len(photo) > 2 * BATCH
+    taken: list[int] = []
+    take = spool._Sink.take
+
+    def failing_take(sink: spool._Sink, chunks: list[memoryview], last: bool) -> None:
+        taken.append(sum(map(len, chunks)))
+        if len(taken) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        take(sink, chunks, last)
+
+    monkeypatch.setattr(spool._Sink, "take", failing_take)
+    with pytest.raises(OSError, match="No space left"):
+        await _read(_chunks(_body([("file", "a.jpg", photo)]), 65_536), tmp_path)
+    assert len(taken) == 2  # the batches queued behind the failed one were not taken
     assert files_under(tmp_path) == []
