@@ -7,7 +7,7 @@ import contextlib
 import functools
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import configure_mappers
 from sqlalchemy.orm.base import manager_of_class
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.selectable import ExecutableReturnsRows
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -220,6 +221,14 @@ def new_row(model: type[M], **values: Any) -> M:
     return instance
 
 
+def assign(row: SQLModel, values: Mapping[str, Any]) -> None:
+    """Set ``values`` on a table model that no session holds (a worker's copy of a row it leased),
+    the way ``new_row`` fills one: straight into the instance's dict. Nothing tracks the change, so
+    this is for a copy that only reads as the row does after a statement wrote ``values``, never
+    for one that a session is to flush."""
+    row.__dict__.update(values)
+
+
 def inserting(*rows: SQLModel) -> Unit[None]:
     """A unit that inserts ``rows`` (table models, in the order given: parents first) as they are.
 
@@ -263,6 +272,61 @@ def _prepared(model: type[SQLModel], dialect: Dialect) -> _PreparedInsert:
     types = {column.key: column.type for column in table.columns}
     columns = [(key, types[key].dialect_impl(dialect).bind_processor(dialect)) for key in compiled.positiontup]
     return _PreparedInsert(table, compiled.string, columns)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A Core statement that returns rows, compiled once for one dialect (``prepare``), for units that
+    run it on every claim or outcome.
+
+    On SQLite ``rows`` sends it straight to the driver as a prepared statement (sqlite3 keeps it
+    compiled), its parameters stored and its rows loaded by the columns' own types: SQLAlchemy's
+    execution path costs several times the statement there. Elsewhere it runs as the Core statement
+    it is, with the same parameters, and SQLAlchemy converts the rows.
+    """
+
+    statement: ExecutableReturnsRows
+    sql: str
+    # each positional parameter: its name, or (for a constant in the statement) None and its stored value
+    params: Sequence[tuple[str | None, Any, Callable[[Any], Any] | None]]
+    loads: Sequence[Callable[[Any], Any] | None]  # how each result column's type loads a value
+
+    def rows(self, conn: Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """The statement's rows for the named parameters in ``values``, inside the unit's transaction."""
+        if conn.dialect.name != "sqlite":
+            return [tuple(row) for row in conn.execute(self.statement, dict(values))]
+        stored = [
+            value if name is None else values[name] if store is None else store(values[name])
+            for name, value, store in self.params
+        ]
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            found = cursor.execute(self.sql, stored).fetchall()
+        finally:
+            cursor.close()
+        loads = self.loads
+        return [
+            tuple(value if load is None else load(value) for load, value in zip(loads, row, strict=True))
+            for row in found
+        ]
+
+
+def prepare(statement: ExecutableReturnsRows, dialect: Dialect) -> Prepared:
+    """``statement`` (a select, or an insert/update/delete with RETURNING, its parameters named with
+    ``bindparam``) readied for ``Prepared.rows`` on ``dialect``; keep the result (``functools.cache``)."""
+    compiled = statement.compile(dialect=dialect)
+    names = compiled.positiontup or []
+    params: list[tuple[str | None, Any, Callable[[Any], Any] | None]] = []
+    for name in names:
+        bind = compiled.binds[name]
+        store = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if bind.required:  # named with ``bindparam`` and no value: each run gives it
+            params.append((name, None, store))
+        else:
+            value = bind.effective_value
+            params.append((None, value if store is None else store(value), None))
+    loads = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in statement.exported_columns]
+    return Prepared(statement, compiled.string, params, loads)
 
 
 def _with_async_driver(url: str) -> str:

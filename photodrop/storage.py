@@ -56,12 +56,19 @@ class LocalStorage:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._resolved: str | None = None
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root.resolve()):
+        """Where ``key`` lives. Keys are photodrop's own names (project/session/image.ext), so the check
+        is lexical: one that is absolute or climbs out with ``..`` is refused. Resolving every component
+        through the file system, on every read of a delivery, cost more than reading the photo."""
+        if self._resolved is None:
+            self._resolved = str(self.root.resolve())
+        root = self._resolved
+        path = os.path.normpath(os.path.join(root, key))
+        if not path.startswith(root.rstrip(os.sep) + os.sep):
             raise ValueError(f"storage key escapes the staging directory: {key!r}")
-        return path
+        return Path(path)
 
     async def put_file(self, key: str, path: Path) -> None:
         target = self._path(key)

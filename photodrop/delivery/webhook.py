@@ -18,7 +18,6 @@ httpx's own encoding of the form, split around the file so the file's bytes can 
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import functools
 import hashlib
@@ -33,6 +32,7 @@ from urllib.parse import urlsplit
 
 import certifi
 import httpx
+import pybase64
 from pydantic import Field, field_validator
 
 from photodrop import outbound
@@ -257,7 +257,7 @@ class WebhookDestination(Destination):
         # The same bytes as json.dumps of the whole document with "data" and "tags" at its end, but
         # the base64 goes in as it is: no str of it to decode, escape-scan and encode again.
         head = json.dumps(document)[:-1].encode()
-        encoded = binascii.b2a_base64(data, newline=False)
+        encoded = pybase64.b64encode(data)  # SIMD: a tenth of binascii's time on a photo
         parts = (head, b', "data": "', encoded, b'", "tags": ', json.dumps(dict(payload.tags)).encode(), b"}")
         return b"".join(parts)
 
