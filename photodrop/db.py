@@ -254,6 +254,12 @@ def inserting(*rows: SQLModel) -> Unit[None]:
     return insert
 
 
+def prepare_inserts(dialect: Dialect, *models: type[SQLModel]) -> None:
+    """Compile, ahead of their first use, the inserts ``inserting`` runs for rows of ``models``."""
+    for model in models:
+        _prepared(model, dialect)
+
+
 @dataclass(frozen=True)
 class _PreparedInsert:
     table: Table

@@ -93,6 +93,11 @@ def lease(
     return [new_row(table, **dict(zip(keys, row, strict=True))) for row in prepared.rows(conn, values)]
 
 
+def prepare_statements(dialect: Dialect) -> None:
+    """Compile the status notifications' lease for ``dialect`` ahead of its first claim."""
+    _plain_lease(Notification, dialect)
+
+
 def _columns(table: type[SQLModel]) -> Sequence[Column[Any]]:
     return list(table.__table__.columns)  # type: ignore[attr-defined]
 
