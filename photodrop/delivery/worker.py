@@ -27,10 +27,12 @@ from photodrop.delivery.base import Receipt, open_destination
 from photodrop.delivery.errors import DeliveryError, DestinationUnavailable
 from photodrop.models import Delivery, Notification, utcnow
 from photodrop.resolvers import notifications, outbox
-from photodrop.resolvers.deliveries import Attempted, Failed, Job, claim_jobs, record_attempts
+from photodrop.resolvers.deliveries import Attempted, Failed, Job, claim_jobs, prepare_statements, record_attempts
 from photodrop.resolvers.destinations import store_rotated_config
 
 log = logging.getLogger(__name__)
+
+RECORD_GATHER = 0.02  # seconds an outcome may wait for others to share its transaction (see _recorder)
 
 
 class DeliveryWorker:
@@ -65,8 +67,10 @@ class DeliveryWorker:
         self._queue: deque[Coroutine[Any, Any, None]] = deque()
         self._drained = False  # the last claim found less than it asked for: wait for news or the poll
         self._outcomes: list[Attempted] = []
-        self._outcome_ready = asyncio.Event()
+        self._outcome_waiting = asyncio.Event()  # some finished attempt awaits recording
+        self._outcome_ready = asyncio.Event()  # record now: a batch's worth, nothing else in flight, or closing
         self._closing = False
+        self._prepared = False
         self._http = webhook.new_client(services.settings)
 
     def wake(self) -> None:
@@ -82,7 +86,21 @@ class DeliveryWorker:
         self._stopping.set()
         self._wake.set()
 
+    async def prepare(self) -> None:
+        """Ready what every claim and outcome uses (``prepare_statements``); ``run`` does it first
+        too, so calling this is only a way to pay for it before the worker says it is ready. A
+        database that cannot be reached now is no reason not to start: the claims retry it."""
+        if self._prepared:
+            return
+        try:
+            await self.services.db.run(prepare_statements)
+        except Exception as exc:
+            log.warning("could not prepare the outbox statements yet: %s", exc)
+            return
+        self._prepared = True
+
     async def run(self) -> None:
+        await self.prepare()
         interval = self.services.settings.delivery_poll_interval
         hold, threshold = 2 * self.concurrency, self.concurrency
         helpers = asyncio.create_task(self._heartbeat()), asyncio.create_task(self._recorder())
@@ -132,6 +150,7 @@ class DeliveryWorker:
         heartbeat, recorder = helpers
         heartbeat.cancel()
         self._closing = True
+        self._outcome_waiting.set()
         self._outcome_ready.set()
         await asyncio.gather(asyncio.shield(recorder), heartbeat, return_exceptions=True)
         await asyncio.shield(self._record_pending())  # what finished while the recorder was writing
@@ -168,9 +187,16 @@ class DeliveryWorker:
                 log.exception("could not renew the leases this worker holds; trying again")
 
     async def _recorder(self) -> None:
-        """Record finished attempts, all that finished meanwhile in one transaction, until closing."""
+        """Record finished attempts, many in one transaction, until closing.
+
+        A transaction's fixed cost (the trip to the writer, BEGIN and COMMIT) is most of a small
+        one's, so an outcome waits, up to RECORD_GATHER seconds, for others to share it: until a
+        concurrency's worth has finished, or none is left in flight (nothing more is coming soon)."""
         while True:
-            await self._outcome_ready.wait()
+            await self._outcome_waiting.wait()
+            if not self._outcome_ready.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._outcome_ready.wait(), RECORD_GATHER)
             recorded = await self._record_pending()
             if self._closing:
                 return
@@ -181,6 +207,7 @@ class DeliveryWorker:
         """Record what has finished; on failure keep it for the next try (a row stays leased, the
         heartbeat renewing it, until its outcome is stored)."""
         batch, self._outcomes = self._outcomes, []
+        self._outcome_waiting.clear()
         self._outcome_ready.clear()
         if not batch:
             return True
@@ -189,6 +216,7 @@ class DeliveryWorker:
         except Exception:
             log.exception("could not record %d delivery attempts; trying again", len(batch))
             self._outcomes[:0] = batch
+            self._outcome_waiting.set()
             self._outcome_ready.set()
             return False
         for attempted, stored in zip(batch, settled, strict=True):
@@ -230,4 +258,6 @@ class DeliveryWorker:
             outcome = DestinationUnavailable(f"unexpected error: {type(exc).__name__}: {exc}")
         duration_ms = int((time.monotonic() - clock) * 1000)
         self._outcomes.append(Attempted(delivery, started=started, duration_ms=duration_ms, outcome=outcome))
-        self._outcome_ready.set()
+        self._outcome_waiting.set()
+        if len(self._outcomes) >= self.concurrency or len(self._active) <= 1:  # this attempt's task is still active
+            self._outcome_ready.set()

@@ -7,13 +7,15 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy.engine import Connection
-from sqlmodel import Session, SQLModel, col, select
+from sqlalchemy import BindParameter, bindparam
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.orm import configure_mappers
+from sqlmodel import SQLModel, col, select
 
 from photodrop.context import Principal, Services
-from photodrop.db import inserting
+from photodrop.db import Prepared, assign, inserting, new_row, prepare, prepare_inserts
 from photodrop.delivery.base import DeliveryContext, Payload, Receipt
 from photodrop.delivery.errors import DeliveryError, Misconfigured
 from photodrop.errors import NotFound, StateConflict
@@ -25,18 +27,17 @@ from photodrop.models import (
     DeliveryMode,
     DeliveryStatus,
     Destination,
+    Event,
     Image,
     Project,
     UploadSession,
+    WebhookFormat,
     utcnow,
 )
 from photodrop.resolvers import outbox
 from photodrop.resolvers.destinations import decrypt_config
 from photodrop.resolvers.projects import signing_secrets
 from photodrop.storage import LocalStorage
-
-# Pull-mode deliveries wait for the API client to fetch them; no worker sends them.
-PUSHED = [mode.value for mode in DeliveryMode if mode is not DeliveryMode.POLL]
 
 
 @dataclass(frozen=True)
@@ -59,31 +60,121 @@ class Failed:
     error: Exception
 
 
+class _Related(NamedTuple):
+    """What an attempt needs from a leased delivery's image, session, project and destination."""
+
+    delivery_id: str
+    image_id: str
+    project_id: str
+    session_id: str
+    image_index: int
+    filename: str
+    mime_type: str
+    size_bytes: int
+    sha256: str
+    original_sha256: str | None
+    created_at: datetime
+    storage_key: str
+    tags: dict[str, str] | list[str] | None
+    webhook_url: str | None
+    webhook_format: WebhookFormat
+    webhook_secret_encrypted: str
+    previous_webhook_secret_encrypted: str | None
+    previous_secret_expires_at: datetime | None
+    destination_id: str | None
+    config_encrypted: str | None
+
+
+_RELATED_COLUMNS = (
+    Delivery.id,
+    Image.id,
+    Image.project_id,
+    Image.session_id,
+    Image.index,
+    Image.filename,
+    Image.mime_type,
+    Image.size_bytes,
+    Image.sha256,
+    Image.original_sha256,
+    Image.created_at,
+    Image.storage_key,
+    UploadSession.tags,
+    UploadSession.webhook_url,
+    UploadSession.webhook_format,
+    Project.webhook_secret_encrypted,
+    Project.previous_webhook_secret_encrypted,
+    Project.previous_secret_expires_at,
+    Destination.id,
+    Destination.config_encrypted,
+)
+
+
+@functools.cache
+def _pushed_lease(dialect: Dialect) -> Prepared:
+    # Pull-mode deliveries wait for the API client to fetch them; no worker sends them.
+    pushed = col(Delivery.kind) != DeliveryMode.POLL.value
+    return prepare(outbox.lease_statement(Delivery, where=[pushed]), dialect)
+
+
+READ_CHUNK = 16  # the ids one related read takes: a claim is at most twice the worker's concurrency
+
+
+@functools.cache
+def _related_read(dialect: Dialect) -> Prepared:
+    """The read of up to READ_CHUNK leased deliveries' related rows, by ids ``id0`` ... (one statement
+    for every claim's size: a shorter claim repeats its last id)."""
+    ids: list[BindParameter[str]] = [bindparam(f"id{number}") for number in range(READ_CHUNK)]
+    statement = (
+        select(*_RELATED_COLUMNS)  # type: ignore[call-overload]
+        .join(Image, col(Image.id) == Delivery.image_id)
+        .join(UploadSession, col(UploadSession.id) == Delivery.session_id)
+        .join(Project, col(Project.id) == Delivery.project_id)
+        .outerjoin(Destination, col(Destination.id) == Delivery.destination_id)
+        .where(col(Delivery.id).in_(ids))
+    )
+    return prepare(statement, dialect)
+
+
+def _read_related(conn: Connection, ids: Sequence[str]) -> dict[str, _Related]:
+    """What the attempts of the deliveries ``ids`` need, by delivery id (those whose image, session or
+    project is gone are missing)."""
+    read = _related_read(conn.dialect)
+    related: dict[str, _Related] = {}
+    for start in range(0, len(ids), READ_CHUNK):
+        chunk = list(ids[start : start + READ_CHUNK])
+        chunk += chunk[-1:] * (READ_CHUNK - len(chunk))
+        for row in read.rows(conn, {f"id{number}": value for number, value in enumerate(chunk)}):
+            related[row[0]] = _Related(*row)
+    return related
+
+
+def prepare_statements(conn: Connection) -> None:
+    """A unit that readies, for its connection's dialect, everything the worker's claims and outcomes
+    use: the ORM's mapper configuration and the compiled statements (tens of milliseconds, once a
+    process, which the worker's start pays instead of its first claim)."""
+    configure_mappers()
+    _pushed_lease(conn.dialect)
+    _related_read(conn.dialect)
+    outbox.prepare_statements(conn.dialect)
+    prepare_inserts(conn.dialect, DeliveryAttempt, Event)
+
+
 async def claim_jobs(services: Services, *, worker: str, limit: int) -> list[Job | Failed]:
     """Lease up to ``limit`` due image deliveries (pull-mode ones wait for the client instead), each
-    with what its attempt needs, in one unit: the lease and one read joined with image, session,
-    project and destination."""
+    with what its attempt needs, in one unit of two prepared statements: the lease, and one read
+    joined with image, session, project and destination."""
     seconds = services.settings.delivery_lease_seconds
 
-    def claiming(conn: Connection) -> tuple[list[Delivery], dict[str, tuple[Any, ...]]]:
-        with Session(bind=conn) as s:
-            where = [col(Delivery.kind).in_(PUSHED)]
-            leased = outbox.lease(s, Delivery, worker=worker, limit=limit, seconds=seconds, where=where)
-            if not leased:
-                return [], {}
-            rows = s.exec(
-                select(Delivery.id, Image, UploadSession, Project, Destination)  # type: ignore[call-overload]
-                .join(Image, col(Image.id) == Delivery.image_id)
-                .join(UploadSession, col(UploadSession.id) == Delivery.session_id)
-                .join(Project, col(Project.id) == Delivery.project_id)
-                .outerjoin(Destination, col(Destination.id) == Delivery.destination_id)
-                .where(col(Delivery.id).in_([delivery.id for delivery in leased]))
-            )
-            return leased, {row[0]: row[1:] for row in rows.all()}
+    def claiming(conn: Connection) -> tuple[list[Delivery], dict[str, _Related]]:
+        leased = outbox.lease(conn, _pushed_lease(conn.dialect), Delivery, worker=worker, limit=limit, seconds=seconds)
+        if not leased:
+            return [], {}
+        return leased, _read_related(conn, [delivery.id for delivery in leased])
 
     leased, related = await services.db.run(claiming)
+    secrets: dict[tuple[str, str | None, datetime | None], tuple[str, ...]] = {}  # one unsealing a project a claim
     return [
-        _job(services, delivery, *related[delivery.id])
+        _job(services, delivery, related[delivery.id], secrets)
         if delivery.id in related
         else Failed(delivery, LookupError("the image, session or project of this delivery is gone"))
         for delivery in leased
@@ -93,44 +184,50 @@ async def claim_jobs(services: Services, *, worker: str, limit: int) -> list[Job
 def _job(
     services: Services,
     delivery: Delivery,
-    image: Image,
-    session: UploadSession,
-    project: Project,
-    destination: Destination | None,
+    related: _Related,
+    secrets: dict[tuple[str, str | None, datetime | None], tuple[str, ...]],
 ) -> Job | Failed:
     """The attempt for ``delivery``, or why it cannot be made."""
-    if delivery.kind is DeliveryMode.WEBHOOK and destination is None:
-        config: dict[str, Any] = {"url": session.webhook_url, "format": session.webhook_format.value}
-    elif destination is None:
+    if delivery.kind is DeliveryMode.WEBHOOK and related.destination_id is None:
+        config: dict[str, Any] = {"url": related.webhook_url, "format": related.webhook_format.value}
+    elif related.destination_id is None or related.config_encrypted is None:
         gone = f"the {delivery.kind.value} destination of this delivery no longer exists"
         return Failed(delivery, Misconfigured(gone))
     else:
         try:
-            config = _configs.open(services, destination.config_encrypted)
+            config = _configs.open(services, related.config_encrypted)
         except Exception as exc:
             return Failed(delivery, exc)
     storage = services.storage
+    key = related.storage_key
 
     def chunks() -> AsyncIterator[bytes]:
-        return storage.read(image.storage_key)
+        return storage.read(key)
 
     payload = Payload(
         delivery_id=delivery.id,
-        project_id=image.project_id,
-        session_id=image.session_id,
-        image_id=image.id,
-        image_index=image.index,
-        filename=image.filename,
-        mime_type=image.mime_type,
-        size_bytes=image.size_bytes,
-        sha256=image.sha256,
-        original_sha256=image.original_sha256,
-        created_at=image.created_at,
-        tags=tags_as_object(session.tags),
+        project_id=related.project_id,
+        session_id=related.session_id,
+        image_id=related.image_id,
+        image_index=related.image_index,
+        filename=related.filename,
+        mime_type=related.mime_type,
+        size_bytes=related.size_bytes,
+        sha256=related.sha256,
+        original_sha256=related.original_sha256,
+        created_at=related.created_at,
+        tags=tags_as_object(related.tags),
         chunks=chunks,
-        load=functools.partial(storage.read_all, image.storage_key) if isinstance(storage, LocalStorage) else None,
+        load=functools.partial(storage.read_all, key) if isinstance(storage, LocalStorage) else None,
     )
-    context = DeliveryContext(settings=services.settings, signing_secrets=signing_secrets(services, project))
+    sealed = (
+        related.webhook_secret_encrypted,
+        related.previous_webhook_secret_encrypted,
+        related.previous_secret_expires_at,
+    )
+    if sealed not in secrets:
+        secrets[sealed] = signing_secrets(services, related)
+    context = DeliveryContext(settings=services.settings, signing_secrets=secrets[sealed])
     return Job(delivery=delivery, kind=delivery.kind.value, config=config, context=context, payload=payload)
 
 
@@ -211,8 +308,7 @@ async def record_attempts(services: Services, attempts: Sequence[Attempted], *, 
     except Exception:
         # nothing was stored: the worker retries these attempts, from the deliveries as they were
         for (attempted, _, _), before in zip(planned, snapshots, strict=True):
-            for name, value in before.items():
-                setattr(attempted.delivery, name, value)
+            assign(attempted.delivery, before)
         raise
     events = [event for pair in stored if pair is not None for event in pair[1:]]
     if events:
@@ -223,8 +319,9 @@ async def record_attempts(services: Services, attempts: Sequence[Attempted], *, 
 def _as_stored(delivery: Delivery, values: dict[str, Any]) -> Delivery:
     """``delivery`` (the worker's detached copy, no longer used by its attempt) changed to read as its
     row now does, after an outcome wrote ``values`` and released the lease."""
-    for name, value in {**values, "lease_owner": None, "lease_expires_at": None}.items():
-        setattr(delivery, name, DeliveryStatus(value) if name == "status" else value)
+    assign(
+        delivery, {**values, "status": DeliveryStatus(values["status"]), "lease_owner": None, "lease_expires_at": None}
+    )
     return delivery
 
 
@@ -232,18 +329,21 @@ def _attempt_row(services: Services, attempted: Attempted, *, worker: str) -> tu
     """The attempt's log row, and the delivery's new state."""
     delivery, outcome = attempted.delivery, attempted.outcome
     number = delivery.attempts + 1
-    attempt = DeliveryAttempt(
+    succeeded = isinstance(outcome, Receipt)
+    attempt = new_row(
+        DeliveryAttempt,
         id=new_id("att"),
         delivery_id=delivery.id,
         number=number,
-        succeeded=isinstance(outcome, Receipt),
+        succeeded=succeeded,
         status_code=outcome.status_code,
         duration_ms=attempted.duration_ms,
         worker=worker,
         started_at=attempted.started,
+        remote_location=outcome.location if isinstance(outcome, Receipt) else None,
+        error=None if isinstance(outcome, Receipt) else outcome.message[:2000],
     )
     if isinstance(outcome, Receipt):
-        attempt.remote_location = outcome.location
         values: dict[str, Any] = {
             "attempts": number,
             "status": DeliveryStatus.SUCCEEDED.value,
@@ -251,7 +351,6 @@ def _attempt_row(services: Services, attempted: Attempted, *, worker: str) -> tu
             "last_error": None,
         }
     else:
-        attempt.error = outcome.message[:2000]
         values = outbox.after_failure(number, outcome, services.settings.retry_delays)
     return attempt, values
 

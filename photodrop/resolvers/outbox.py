@@ -16,46 +16,38 @@ import functools
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, or_, update
+from sqlalchemy import BindParameter, Column, ColumnElement, Integer, bindparam, or_, update
 from sqlalchemy.engine import Connection, Dialect
-from sqlmodel import Session, SQLModel, col, select
+from sqlalchemy.sql.selectable import ExecutableReturnsRows
+from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from photodrop.context import Services
+from photodrop.db import Prepared, new_row, prepare
 from photodrop.delivery.errors import DeliveryError
 from photodrop.models import Delivery, DeliveryStatus, Notification, utcnow
 
 Row = TypeVar("Row", Delivery, Notification)
 
 
-async def claim(
-    services: Services, table: type[Row], *, worker: str, limit: int, where: Sequence[ColumnElement[bool]] = ()
-) -> list[Row]:
+async def claim(services: Services, table: type[Row], *, worker: str, limit: int) -> list[Row]:
     """Lease up to ``limit`` rows of ``table`` for ``worker``."""
     seconds = services.settings.delivery_lease_seconds
 
     def claiming(conn: Connection) -> list[Row]:
-        with Session(bind=conn) as s:
-            return lease(s, table, worker=worker, limit=limit, seconds=seconds, where=where)
+        return lease(conn, _plain_lease(table, conn.dialect), table, worker=worker, limit=limit, seconds=seconds)
 
     return await services.db.run(claiming)
 
 
-def lease(
-    s: Session,
-    table: type[Row],
-    *,
-    worker: str,
-    limit: int,
-    seconds: float,
-    where: Sequence[ColumnElement[bool]] = (),
-) -> list[Row]:
-    """Lease up to ``limit`` due rows for ``seconds``, in one statement inside the caller's transaction
-    (a Session bound to a unit's connection)."""
-    now = utcnow()
+def lease_statement(table: type[Row], where: Sequence[ColumnElement[bool]] = ()) -> ExecutableReturnsRows:
+    """The lease as one statement returning the leased rows whole: an UPDATE of the due rows its
+    subquery picks (those also matching ``where``), in the order they fell due. Its parameters are
+    ``lease_now``, ``lease_until``, ``lease_worker`` and ``lease_limit`` (see ``lease``)."""
+    now: BindParameter[datetime] = bindparam("lease_now")
     status, lease_expires_at = col(table.status), col(table.lease_expires_at)
     due = or_(
         (status == DeliveryStatus.PENDING.value) & (col(table.next_attempt_at) <= now),
@@ -65,18 +57,49 @@ def lease(
         select(table.id)
         .where(due, *where)
         .order_by(col(table.next_attempt_at))
-        .limit(limit)
+        .limit(bindparam("lease_limit", type_=Integer))
         .with_for_update(skip_locked=True)
     )
-    until = now + timedelta(seconds=seconds)
-    claimed = s.exec(
+    return (
         update(table)
         .where(col(table.id).in_(chosen))
-        .values(status=DeliveryStatus.SENDING.value, lease_owner=worker, lease_expires_at=until)
-        .returning(table)
-        .execution_options(synchronize_session=False)
+        .values(
+            status=DeliveryStatus.SENDING.value,
+            lease_owner=bindparam("lease_worker"),
+            lease_expires_at=bindparam("lease_until"),
+        )
+        .returning(*_columns(table))
     )
-    return list(claimed.scalars().all())
+
+
+@functools.cache
+def _plain_lease(table: type[Row], dialect: Dialect) -> Prepared:
+    return prepare(lease_statement(table), dialect)
+
+
+def lease(
+    conn: Connection, prepared: Prepared, table: type[Row], *, worker: str, limit: int, seconds: float
+) -> list[Row]:
+    """Lease up to ``limit`` due rows for ``seconds``, in one statement inside a unit's transaction;
+    ``prepared`` is ``lease_statement(table, ...)`` prepared for the connection's dialect."""
+    now = utcnow()
+    values = {
+        "lease_now": now,
+        "lease_until": now + timedelta(seconds=seconds),
+        "lease_worker": worker,
+        "lease_limit": limit,
+    }
+    keys = [column.key for column in _columns(table)]
+    return [new_row(table, **dict(zip(keys, row, strict=True))) for row in prepared.rows(conn, values)]
+
+
+def prepare_statements(dialect: Dialect) -> None:
+    """Compile the status notifications' lease for ``dialect`` ahead of its first claim."""
+    _plain_lease(Notification, dialect)
+
+
+def _columns(table: type[SQLModel]) -> Sequence[Column[Any]]:
+    return list(table.__table__.columns)  # type: ignore[attr-defined]
 
 
 async def renew(services: Services, *, worker: str) -> None:

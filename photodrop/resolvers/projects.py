@@ -7,9 +7,9 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from sqlmodel import col, select
@@ -111,12 +111,23 @@ async def rotate_webhook_secret(services: Services, principal: Principal) -> Pro
     return project
 
 
-def webhook_secret_of(services: Services, project: Project) -> str:
+class SealedSecrets(Protocol):
+    """A project's sealed webhook secrets: its row, or those columns read alone (the delivery claim)."""
+
+    @property
+    def webhook_secret_encrypted(self) -> str: ...
+    @property
+    def previous_webhook_secret_encrypted(self) -> str | None: ...
+    @property
+    def previous_secret_expires_at(self) -> datetime | None: ...
+
+
+def webhook_secret_of(services: Services, project: SealedSecrets) -> str:
     """The project's current webhook secret, opened from its sealed column."""
     return crypto.unseal_text(services.settings, project.webhook_secret_encrypted)
 
 
-def signing_secrets(services: Services, project: Project) -> tuple[str, ...]:
+def signing_secrets(services: Services, project: SealedSecrets) -> tuple[str, ...]:
     """The project's webhook secret, then the one it replaced while that is still honoured."""
     current = webhook_secret_of(services, project)
     previous = project.previous_webhook_secret_encrypted

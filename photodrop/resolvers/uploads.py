@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import sqlite3
@@ -12,13 +13,13 @@ from typing import Any
 
 import anyio
 from sqlalchemy import bindparam, case, func, or_, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from photodrop import logs
 from photodrop.context import Principal, Services
-from photodrop.db import fetch_rows, inserting, new_row, prepared
+from photodrop.db import Prepared, inserting, new_row, prepare
 from photodrop.downscale import scale_down
 from photodrop.errors import (
     Expired,
@@ -119,9 +120,9 @@ async def _read_session(services: Services, session_id: str) -> UploadSession | 
     if not db.is_sqlite:
         async with db.read() as s:
             return await s.get(UploadSession, session_id)
-    read = prepared(_SESSION_BY_ID, db.engine.dialect)
-    rows = await db.fetch(read.sql, read.args(id=session_id))
-    return new_row(UploadSession, **read.mapping(rows[0])) if rows else None
+    read = _session_by_id(db.engine.dialect)
+    rows = await db.fetch(read.sql, read.args({"id": session_id}))
+    return new_row(UploadSession, **read.mapping(read.load(rows[0]))) if rows else None
 
 
 async def open_for_upload(
@@ -445,8 +446,16 @@ def _claim_statement(*, reserved: bool) -> Any:
     )
 
 
-_CLAIMS = {reserved: _claim_statement(reserved=reserved) for reserved in (False, True)}
-_SESSION_BY_ID = select(*_SESSIONS.c).where(_SESSIONS.c.id == bindparam("id"))
+@functools.cache
+def _claim(dialect: Dialect, *, reserved: bool) -> Prepared:
+    return prepare(_claim_statement(reserved=reserved), dialect)
+
+
+@functools.cache
+def _session_by_id(dialect: Dialect) -> Prepared:
+    return prepare(select(*_SESSIONS.c).where(_SESSIONS.c.id == bindparam("id")), dialect)
+
+
 _DESTINATION_KINDS = select(Destination.id, Destination.kind).where(
     col(Destination.id).in_(bindparam("ids", expanding=True))
 )
@@ -469,10 +478,11 @@ def _committing(
         # Stamped as the unit runs (in the writer's transaction), not when the request queued it:
         # ``updated_at`` is then when the change was made, and watchers see it that long after.
         now = image.created_at = utcnow()
-        rows = fetch_rows(conn, _CLAIMS[reserved], session_id=session.id, now=now)
+        claim = _claim(conn.dialect, reserved=reserved)
+        rows = claim.rows(conn, {"session_id": session.id, "now": now})
         if not rows:
             raise _NoRoom()
-        claimed = new_row(UploadSession, **rows[0])
+        claimed = new_row(UploadSession, **claim.mapping(rows[0]))
         image.index = claimed.image_count - 1
         try:
             inserting(image)(conn)
