@@ -173,6 +173,33 @@ class NewestState:
                 await self._waiter
             finally:
                 self._waiter = None
+        return self._take()
+
+    async def get_before(self, deadline: float) -> Envelope | None:
+        """The next envelope, or None if none came by ``deadline`` (on the event loop's clock).
+
+        A long poll waits here: one timer resolves the waiter at the deadline, which costs a held
+        poll far less than a cancel scope around ``get`` (its task state, sets and callbacks).
+        """
+        if not self._pending:
+            if self._overflow:
+                raise SubscriberTooSlow("updates arrived faster than they were read")
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_at(deadline, _resolve, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+            if not self._pending:
+                if self._overflow:
+                    raise SubscriberTooSlow("updates arrived faster than they were read")
+                return None  # the deadline: ``offer`` wakes the waiter only once it left something
+        return self._take()
+
+    def _take(self) -> Envelope:
+        assert self._pending
         key, envelope = self._pending.popitem(last=False)
         if self._delivered is None:
             self._delivered = OrderedDict()
@@ -181,6 +208,11 @@ class NewestState:
         if len(self._delivered) > self.REMEMBERED:
             self._delivered.popitem(last=False)
         return envelope
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class EveryEvent:

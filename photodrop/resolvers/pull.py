@@ -7,11 +7,11 @@ offered again after that.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-import anyio
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, update
 from sqlmodel import col, select
 
 from photodrop.context import Principal, Services
@@ -32,12 +32,25 @@ def _waiting(session_id: str) -> object:
     return (
         select(Image, Delivery)
         .join(Delivery, col(Delivery.image_id) == col(Image.id))
-        .where(
-            Image.session_id == session_id,
-            Delivery.kind == DeliveryMode.POLL,
-            col(Delivery.status) != DeliveryStatus.SUCCEEDED.value,
-        )
+        .where(*_waits_for_pull(session_id))
         .order_by(col(Image.index))
+    )
+
+
+def _lease_ends(session_id: str) -> object:
+    """When the lease of each image that ``_waiting`` finds ends (None: not lent), and nothing else."""
+    return (
+        select(col(Delivery.lease_expires_at))
+        .join(Image, col(Delivery.image_id) == col(Image.id))
+        .where(*_waits_for_pull(session_id))
+    )
+
+
+def _waits_for_pull(session_id: str) -> tuple[ColumnElement[bool], ...]:
+    return (
+        col(Image.session_id) == session_id,
+        col(Delivery.kind) == DeliveryMode.POLL,
+        col(Delivery.status) != DeliveryStatus.SUCCEEDED.value,
     )
 
 
@@ -113,32 +126,46 @@ async def next_image(services: Services, principal: Principal, session_id: str, 
     """Lend the next unacknowledged image for five minutes, waiting up to ``wait_seconds`` for one.
 
     None when nothing arrived in time; Expired (410) when the session is over and every image
-    has been acknowledged.
+    has been acknowledged. While it waits, a poll holds only its mailbox and a timer: no session
+    row, no database session, no cancel scope (thousands are held at once).
     """
     check_wait(services, wait_seconds)
     newest = NewestState()
-    deadline = anyio.current_time() + wait_seconds
-    async with services.bus.subscribe(session_channel(session_id), newest):
+    deadline = asyncio.get_running_loop().time() + wait_seconds
+    channel = session_channel(session_id)
+    await services.bus.attach(channel, newest)  # as ``subscribe`` does, without an async generator held per poll
+    try:
         with services.metrics.long_polls.track_inprogress():
             while True:
-                session = await get_session(services, principal, session_id)
+                over = await _is_over(services, principal, session_id)
                 image = await _lend(services, session_id)
                 if image is not None:
                     return image
-                if session.status.is_terminal:
+                if over:
                     raise Expired("the session is over and every image has been acknowledged", param="id")
                 # Only the wait is bounded: a look that outlasts a short wait still answers.
-                with anyio.move_on_after(deadline - anyio.current_time()) as waiting:
-                    await newest.get()
-                if waiting.cancelled_caught:
+                if await newest.get_before(deadline) is None:
                     return None
+    finally:
+        services.bus.detach(channel, newest)
+
+
+async def _is_over(services: Services, principal: Principal, session_id: str) -> bool:
+    """Whether the caller's session is over; the row itself is not kept through the wait."""
+    return (await get_session(services, principal, session_id)).status.is_terminal
 
 
 async def _lend(services: Services, session_id: str) -> Image | None:
     now = utcnow()
+    # A read first: most looks find nothing to lend, and a write transaction for each would queue
+    # every poll behind the others (SQLite has one writer) only to change nothing.
+    async with services.db.read() as s:
+        leases = (await s.exec(_lease_ends(session_id))).all()  # type: ignore[call-overload]
+    if not any(_free(lease, now) for lease in leases):
+        return None
     async with services.db.write() as s:
         for image, delivery in (await s.exec(_waiting(session_id))).all():  # type: ignore[call-overload]
-            if delivery.lease_expires_at is None or delivery.lease_expires_at < now:
+            if _free(delivery.lease_expires_at, now):
                 await s.exec(
                     update(Delivery)
                     .where(col(Delivery.id) == delivery.id)
@@ -147,3 +174,8 @@ async def _lend(services: Services, session_id: str) -> Image | None:
                 lent: Image = image
                 return lent
     return None
+
+
+def _free(lease_expires_at: datetime | None, now: datetime) -> bool:
+    """Whether an image under a pull delivery with this lease may be lent now."""
+    return lease_expires_at is None or lease_expires_at < now
