@@ -62,38 +62,20 @@ class Observability:
             return
         request_id = request_id_of(scope)
         tokens = (logs.request_id.set(request_id), logs.project_id.set(None), logs.session_id.set(None))
+        exchange = None
         try:
             if scope["type"] == "http":
-                await self._observe(scope, receive, send, request_id)
+                # One coroutine and one small object per request: every held long poll keeps both.
+                exchange = _Exchange(receive, send, request_id)
+                await self.app(scope, exchange.receive, exchange.send)
             else:
                 await self.app(scope, receive, send)
         finally:
+            if exchange is not None:
+                self._record(scope, exchange.status, exchange.received, time.perf_counter() - exchange.started)
             logs.session_id.reset(tokens[2])
             logs.project_id.reset(tokens[1])
             logs.request_id.reset(tokens[0])
-
-    async def _observe(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        started = time.perf_counter()
-        status = 500  # what the server answers if the app raises before it starts a response
-        received = 0
-
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            return message
-
-        async def tagging_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", request_id.encode())]}
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tagging_send)
-        finally:
-            self._record(scope, status, received, time.perf_counter() - started)
 
     def _record(self, scope: Scope, status: int, received: int, seconds: float) -> None:
         route = route_template(scope)
@@ -120,6 +102,30 @@ class Observability:
                 "request_bytes": received,
             },
         )
+
+
+class _Exchange:
+    """One HTTP request as Observability sees it: the bytes received, the status answered (500 if
+    the app raises before it starts a response), and the request id echoed on the answer."""
+
+    __slots__ = ("_receive", "_send", "received", "request_id", "started", "status")
+
+    def __init__(self, receive: Receive, send: Send, request_id: str) -> None:
+        self._receive, self._send, self.request_id = receive, send, request_id
+        self.started = time.perf_counter()
+        self.status = 500
+        self.received = 0
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        self.received += len(message.get("body", b""))
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", self.request_id.encode())]}
+        await self._send(message)
 
 
 async def metrics_endpoint(request: Request) -> Response:

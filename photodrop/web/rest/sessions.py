@@ -147,10 +147,11 @@ async def complete_session(request: Request) -> Response:
 )
 async def poll_session(request: Request) -> Response:
     principal = await caller(request)
-    query = parse_query(request, PollQuery)
+    # Only the two values: the parsed model would be held through the wait, by every held poll.
+    since, timeout = _poll_query(request)
     session_id = request.path_params["id"]
-    if query.since is None and await pull.is_pull_session(services(request), principal, session_id):
-        image = await pull.next_image(services(request), principal, session_id, wait_seconds=query.timeout)
+    if since is None and await pull.is_pull_session(services(request), principal, session_id):
+        image = await pull.next_image(services(request), principal, session_id, wait_seconds=timeout)
         if image is None:
             return Response(status_code=204)
         lent = LentImageOut(
@@ -164,11 +165,16 @@ async def poll_session(request: Request) -> Response:
         )
         return respond(PollOut(lent))
     session = await sessions.wait_for_update(
-        services(request), principal, request.path_params["id"], since=query.since, wait_seconds=query.timeout
+        services(request), principal, request.path_params["id"], since=since, wait_seconds=timeout
     )
     if session is None:
         return Response(status_code=204)
     return respond(SessionOut.of(session, base_url(request)))
+
+
+def _poll_query(request: Request) -> tuple[int | None, float]:
+    query = parse_query(request, PollQuery)
+    return query.since, query.timeout
 
 
 @api.route(
