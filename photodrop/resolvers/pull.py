@@ -8,11 +8,15 @@ offered again after that.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, update
+from sqlalchemy import BindParameter, ColumnElement, Dialect, String, bindparam, update
 from sqlmodel import col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from photodrop.context import Principal, Services
 from photodrop.errors import Expired, NotFound, StateConflict
@@ -37,7 +41,7 @@ def _waiting(session_id: str) -> object:
     )
 
 
-def _lease_ends(session_id: str) -> object:
+def _lease_ends(session_id: str | BindParameter[str]) -> SelectOfScalar[datetime | None]:
     """When the lease of each image that ``_waiting`` finds ends (None: not lent), and nothing else."""
     return (
         select(col(Delivery.lease_expires_at))
@@ -46,7 +50,47 @@ def _lease_ends(session_id: str) -> object:
     )
 
 
-def _waits_for_pull(session_id: str) -> tuple[ColumnElement[bool], ...]:
+async def _leases(services: Services, session_id: str) -> list[datetime | None]:
+    """``_lease_ends`` read outside any transaction: the write that lends checks again.
+
+    On SQLite one prepared statement on the loop's own connection (``Database.fetch``), its values
+    converted by the column's type, as the upload's session read does: every poll looks once when it
+    comes and after each change, and an ORM session's objects for each look are garbage that leaves
+    holes between what the held polls keep. Elsewhere a read session.
+    """
+    db = services.db
+    if not db.is_sqlite:
+        async with db.read() as s:
+            return list((await s.exec(_lease_ends(session_id))).all())
+    read = _lease_read(db.engine.dialect)
+    rows = await db.fetch(read.sql, [session_id if name == _SESSION else value for name, value in read.parameters])
+    return [row[0] if read.load is None else read.load(row[0]) for row in rows]
+
+
+_SESSION = "session_id"
+
+
+@dataclass(frozen=True)
+class _PreparedLeaseRead:
+    sql: str
+    parameters: Sequence[tuple[str, Any]]  # in the statement's order, each constant as the driver takes it
+    load: Callable[[Any], Any] | None  # how the column's type loads a value
+
+
+@functools.cache
+def _lease_read(dialect: Dialect) -> _PreparedLeaseRead:
+    compiled = _lease_ends(bindparam(_SESSION, type_=String())).compile(dialect=dialect)
+    assert compiled.positiontup is not None  # SQLite's paramstyle is positional
+    parameters = []
+    for name in compiled.positiontup:
+        bind = compiled.binds[name]
+        store = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        parameters.append((name, None if name == _SESSION else store(bind.value) if store else bind.value))
+    column = Delivery.__table__.c.lease_expires_at.type  # type: ignore[attr-defined]
+    return _PreparedLeaseRead(compiled.string, parameters, column.dialect_impl(dialect).result_processor(dialect, None))
+
+
+def _waits_for_pull(session_id: str | BindParameter[str]) -> tuple[ColumnElement[bool], ...]:
     return (
         col(Image.session_id) == session_id,
         col(Delivery.kind) == DeliveryMode.POLL,
@@ -159,9 +203,7 @@ async def _lend(services: Services, session_id: str) -> Image | None:
     now = utcnow()
     # A read first: most looks find nothing to lend, and a write transaction for each would queue
     # every poll behind the others (SQLite has one writer) only to change nothing.
-    async with services.db.read() as s:
-        leases = (await s.exec(_lease_ends(session_id))).all()  # type: ignore[call-overload]
-    if not any(_free(lease, now) for lease in leases):
+    if not any(_free(lease, now) for lease in await _leases(services, session_id)):
         return None
     async with services.db.write() as s:
         for image, delivery in (await s.exec(_waiting(session_id))).all():  # type: ignore[call-overload]
