@@ -27,6 +27,7 @@ from photodrop.resolvers.deliveries import delivery_event
 from photodrop.resolvers.images import get_image
 from photodrop.resolvers.retention import purge_image
 from photodrop.resolvers.sessions import check_wait, get_session
+from photodrop.resolvers.uploads import caller_session
 
 LOAN = timedelta(minutes=5)
 PULL_WORKER = "pull-client"
@@ -99,7 +100,7 @@ def _waits_for_pull(session_id: str | BindParameter[str]) -> tuple[ColumnElement
 
 
 async def is_pull_session(services: Services, principal: Principal, session_id: str) -> bool:
-    return (await get_session(services, principal, session_id)).delivery_mode is DeliveryMode.POLL
+    return (await caller_session(services, principal, session_id)).delivery_mode is DeliveryMode.POLL
 
 
 async def waiting_images(services: Services, principal: Principal, session_id: str) -> list[Image]:
@@ -196,7 +197,7 @@ async def next_image(services: Services, principal: Principal, session_id: str, 
 
 async def _is_over(services: Services, principal: Principal, session_id: str) -> bool:
     """Whether the caller's session is over; the row itself is not kept through the wait."""
-    return (await get_session(services, principal, session_id)).status.is_terminal
+    return (await caller_session(services, principal, session_id)).status.is_terminal
 
 
 async def _lend(services: Services, session_id: str) -> Image | None:
