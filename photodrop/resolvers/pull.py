@@ -99,15 +99,18 @@ def _waits_for_pull(session_id: str | BindParameter[str]) -> tuple[ColumnElement
     )
 
 
-async def is_pull_session(services: Services, principal: Principal, session_id: str) -> bool:
-    return (await caller_session(services, principal, session_id)).delivery_mode is DeliveryMode.POLL
+class NotPull(StateConflict):
+    """The session does not deliver by pull: a poll without ``since`` then waits for its next state."""
+
+    def __init__(self) -> None:
+        super().__init__("this session does not deliver by pull (its delivery_mode is not poll)", code="NOT_PULL")
 
 
 async def waiting_images(services: Services, principal: Principal, session_id: str) -> list[Image]:
     """Every image of a pull-mode session not yet acknowledged, lent out or not."""
     session = await get_session(services, principal, session_id)
     if session.delivery_mode is not DeliveryMode.POLL:
-        raise StateConflict("this session does not deliver by pull (its delivery_mode is not poll)", code="NOT_PULL")
+        raise NotPull()
     async with services.db.read() as s:
         return [image for image, _ in (await s.exec(_waiting(session_id))).all()]  # type: ignore[call-overload]
 
@@ -171,18 +174,24 @@ async def next_image(services: Services, principal: Principal, session_id: str, 
     """Lend the next unacknowledged image for five minutes, waiting up to ``wait_seconds`` for one.
 
     None when nothing arrived in time; Expired (410) when the session is over and every image
-    has been acknowledged. While it waits, a poll holds only its mailbox and a timer: no session
-    row, no database session, no cancel scope (thousands are held at once).
+    has been acknowledged; NotPull when the session does not deliver by pull, found by the same
+    read as the first look (a 404 comes before a wrong wait). While it waits, a poll holds only its
+    mailbox and its place on the loop's one timer: no session row, no database session, no cancel
+    scope (thousands are held at once).
     """
-    check_wait(services, wait_seconds)
     newest = NewestState()
     deadline = asyncio.get_running_loop().time() + wait_seconds
     channel = session_channel(session_id)
     await services.bus.attach(channel, newest)  # as ``subscribe`` does, without an async generator held per poll
     try:
+        session = await caller_session(services, principal, session_id)
+        if session.delivery_mode is not DeliveryMode.POLL:
+            raise NotPull()
+        check_wait(services, wait_seconds)
+        over = session.status.is_terminal
+        del session
         with services.metrics.long_polls.track_inprogress():
             while True:
-                over = await _is_over(services, principal, session_id)
                 image = await _lend(services, session_id)
                 if image is not None:
                     return image
@@ -191,6 +200,7 @@ async def next_image(services: Services, principal: Principal, session_id: str, 
                 # Only the wait is bounded: a look that outlasts a short wait still answers.
                 if await newest.get_before(deadline) is None:
                     return None
+                over = await _is_over(services, principal, session_id)
     finally:
         services.bus.detach(channel, newest)
 
