@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -305,12 +306,14 @@ def error_body(
 def parse_query(request: Request, model: type[M]) -> M:
     """Read query parameters into ``model``; list fields take repeated or comma-separated values."""
     raw: dict[str, Any] = {}
+    # Parsed here, not kept on the request as ``request.query_params`` would: a held long poll would keep it.
+    params = QueryParams(request.scope["query_string"])
     for field_name, info in model.model_fields.items():
         # A camelCase alias (pageSize) is the name on the wire; the field's own name is read too.
-        name = next((n for n in (info.alias, field_name) if n and n in request.query_params), None)
+        name = next((n for n in (info.alias, field_name) if n and n in params), None)
         if name is None:
             continue
-        values = request.query_params.getlist(name)
+        values = params.getlist(name)
         if _is_list(info.annotation):
             raw[name] = [part for value in values for part in value.split(",") if part]
         else:

@@ -28,6 +28,8 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 # Probes and scrapes arrive every few seconds; their lines would drown the rest at INFO.
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 UNMATCHED = "unmatched"
+# What a request's log lines are tagged with once it is known; none carries over from the caller's context.
+_REQUEST_TAGS = (logs.session_id, logs.project_id)
 
 
 def route_template(scope: Scope) -> str:
@@ -67,7 +69,10 @@ class Observability:
             await self.app(scope, receive, send)
             return
         request_id = request_id_of(scope)
-        tokens = (logs.request_id.set(request_id), logs.project_id.set(None), logs.session_id.set(None))
+        # The project and session are cleared only when the caller's context has them (a server's
+        # request task starts without): a held long poll then keeps one token, not three.
+        tokens = [(var, var.set(None)) for var in _REQUEST_TAGS if var.get() is not None]
+        tokens.append((logs.request_id, logs.request_id.set(request_id)))
         exchange = None
         try:
             if scope["type"] == "http":
@@ -83,9 +88,11 @@ class Observability:
         finally:
             if exchange is not None:
                 self._record(scope, exchange.status, exchange.received, time.perf_counter() - exchange.started_at)
-            logs.session_id.reset(tokens[2])
-            logs.project_id.reset(tokens[1])
-            logs.request_id.reset(tokens[0])
+            for var, token in reversed(tokens):
+                var.reset(token)
+            for var in _REQUEST_TAGS:  # those the request tagged, back to untagged as they were
+                if var.get() is not None and all(var is not cleared for cleared, _ in tokens):
+                    var.set(None)
 
     def _record(self, scope: Scope, status: int, received: int, seconds: float) -> None:
         route = route_template(scope)
