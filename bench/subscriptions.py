@@ -33,7 +33,7 @@ Both servers get the same clients (``websockets``) and the same load, phase by p
    connection included. Held means photodrop's own ``photodrop_long_polls_held`` gauge says so.
    This is the steady state's cost of one more poll: the first tranche has built what a server
    builds once, and a fresh server has no memory freed by earlier work for the polls to reuse
-   (after the fan-out a shared one had tens of MiB: the full bench read 21.5 KiB where this reads ~35).
+   (after the fan-out a shared one has tens of MiB free: polls measured there read ~40% cheaper).
    Polls counted as held may still be on their first look; RSS is read a second after all are.
 
 photodrop runs with PHOTODROP_RATE_LIMIT_PER_MINUTE=0: one key sends far more than a client may.
