@@ -545,16 +545,16 @@ async def long_polls(ours: Photodrop, sessions: list[str]) -> LongPolls:
     try:
         warm = await hold_polls(ours, sessions[LONG_POLLS:], held, 0)
         await asyncio.sleep(SETTLE)
-        before = ours.server.rss_kib()
+        before, cpu = ours.server.rss_kib(), ours.server.cpu_seconds()
         count = await hold_polls(ours, sessions[:LONG_POLLS], held, warm) - warm
         await asyncio.sleep(SETTLE)  # polls counted as held may still be on their first look
-        during = ours.server.rss_kib()
+        during, cpu = ours.server.rss_kib(), ours.server.cpu_seconds() - cpu
     finally:
         for writer in held:
             writer.close()
     if warm < WARMUP_POLLS / 2 or count < LONG_POLLS / 2:
         raise RuntimeError(f"only {warm} + {count} of {WARMUP_POLLS} + {LONG_POLLS} long polls were held at once")
-    return LongPolls(warm, count, (during - before) / count, before / 1024, during / 1024)
+    return LongPolls(warm, count, (during - before) / count, before / 1024, during / 1024, 1000 * cpu / count)
 
 
 @dataclass
@@ -564,6 +564,7 @@ class LongPolls:
     kib_per_poll: float
     before_mib: float
     during_mib: float
+    cpu_ms_per_poll: float  # the server's, from the first measured poll until RSS is read (the gauge's scrapes too)
 
 
 async def measure_polls(server: Server, key: str) -> None:
@@ -577,7 +578,7 @@ async def measure_polls(server: Server, key: str) -> None:
     print(
         f"long polls: {polls.held} of {LONG_POLLS} GET /v1/sessions/{{id}}/poll held at once beyond {polls.warm} "
         f"held before, one a connection: {polls.kib_per_poll:.1f} KiB each "
-        f"(RSS {polls.before_mib:.0f} -> {polls.during_mib:.0f} MiB; "
+        f"(RSS {polls.before_mib:.0f} -> {polls.during_mib:.0f} MiB; server CPU {polls.cpu_ms_per_poll:.2f} ms a poll; "
         f"goal: under {GOAL_POLL_KIB:g} KiB: {goal(polls.kib_per_poll < GOAL_POLL_KIB)})"
     )
 
