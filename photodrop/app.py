@@ -16,7 +16,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from photodrop import __version__, logs
 from photodrop.config import Settings
@@ -98,8 +98,8 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        # Inside Observability, so a 500 is tagged, counted and logged like any other answer.
-        middleware=[Middleware(Observability), Middleware(_AnswerUnexpected)],
+        # Observability also answers an exception no handler took with a 500, tagged, counted and logged.
+        middleware=[Middleware(Observability)],
         exception_handlers={PhotodropError: _photodrop_error, HTTPException: _http_error},
     )
     app.state.openapi = api.openapi(prefixes=PREFIXES, title="photodrop", version=__version__, settings=settings)
@@ -170,38 +170,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return error_body(404, "NOT_FOUND", "no such endpoint")
     return error_body(exc.status_code, "METHOD_NOT_ALLOWED", exc.detail, headers=dict(exc.headers or {}))
-
-
-class _AnswerUnexpected:
-    """Answers an exception no handler took with a 500, as an ordinary response.
-
-    Starlette's last-resort handler answers too, but then re-raises, and uvicorn drops the
-    keep-alive connection of any request whose app raised: an error would cost the client its
-    connection. Once part of an answer is out, raising is the only way left to say it is cut short.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def watching_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watching_send)
-        except Exception as exc:
-            if started:
-                raise
-            request = Request(scope)
-            log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-            await error_body(500, "INTERNAL", "unexpected error")(scope, receive, send)
 
 
 async def healthz(request: Request) -> Response:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import heapq
 import json
 import logging
 import secrets
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -173,6 +175,35 @@ class NewestState:
                 await self._waiter
             finally:
                 self._waiter = None
+        return self._take()
+
+    async def get_before(self, deadline: float) -> Envelope | None:
+        """The next envelope, or None if none came by ``deadline`` (on the event loop's clock).
+
+        A long poll waits here: the loop's one shared timer resolves the waiter at the deadline, which
+        costs a held poll far less than a cancel scope around ``get`` (its task state, sets, callbacks
+        and timer) or a timer of its own.
+        """
+        if not self._pending:
+            if self._overflow:
+                raise SubscriberTooSlow("updates arrived faster than they were read")
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            deadlines = _Deadlines.of(loop)
+            entry = deadlines.add(deadline, waiter)
+            try:
+                await waiter
+            finally:
+                deadlines.drop(entry)
+                self._waiter = None
+            if not self._pending:
+                if self._overflow:
+                    raise SubscriberTooSlow("updates arrived faster than they were read")
+                return None  # the deadline: ``offer`` wakes the waiter only once it left something
+        return self._take()
+
+    def _take(self) -> Envelope:
+        assert self._pending
         key, envelope = self._pending.popitem(last=False)
         if self._delivered is None:
             self._delivered = OrderedDict()
@@ -181,6 +212,79 @@ class NewestState:
         if len(self._delivered) > self.REMEMBERED:
             self._delivered.popitem(last=False)
         return envelope
+
+
+class _Deadlines:
+    """Resolves waiters at their deadlines with one timer per event loop, set for the earliest.
+
+    Thousands of long polls are held at once, each until its own deadline; a timer each (its handle,
+    the loop's timer object, libuv's) costs more than the rest of what a poll waits with. A waiter
+    is resolved when the timer set for a deadline at or after its own fires, as its own timer would
+    have. A dropped entry is emptied and left in the heap until it is swept out: at once when every
+    entry is dropped (nothing then refers to the loop), or when dropped ones are most of the heap.
+    """
+
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self._heap: list[list[Any]] = []  # [deadline, sequence, waiter or None once dropped or resolved]
+        self._sequence = 0
+        self._dropped = 0  # emptied entries still in the heap
+        self._timer: asyncio.Handle | None = None  # set for ``_due``
+        self._due = 0.0
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Deadlines:
+        deadlines = cls._by_loop.get(loop)
+        if deadlines is None:
+            deadlines = cls._by_loop[loop] = cls()
+        return deadlines
+
+    def add(self, deadline: float, waiter: asyncio.Future[None]) -> list[Any]:
+        self._sequence += 1
+        entry = [deadline, self._sequence, waiter]
+        heapq.heappush(self._heap, entry)
+        if self._timer is None or deadline < self._due:
+            self._schedule()
+        return entry
+
+    def drop(self, entry: list[Any]) -> None:
+        """Forget ``entry`` (its waiter done or given up); an entry already resolved is out of the heap."""
+        if entry[2] is None:
+            return
+        entry[2] = None
+        self._dropped += 1
+        if self._dropped == len(self._heap):
+            self._heap.clear()
+            self._dropped = 0
+            self._schedule()
+        elif self._dropped > 64 and self._dropped * 2 > len(self._heap):
+            self._heap = [kept for kept in self._heap if kept[2] is not None]
+            heapq.heapify(self._heap)
+            self._dropped = 0
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._heap and self._heap[0][2] is None:
+            heapq.heappop(self._heap)
+            self._dropped -= 1
+        if self._heap:
+            due = self._due = self._heap[0][0]
+            self._timer = asyncio.get_running_loop().call_at(due, self._fire, due)
+
+    def _fire(self, due: float) -> None:
+        self._timer = None
+        while self._heap and self._heap[0][0] <= due:
+            entry = heapq.heappop(self._heap)
+            waiter, entry[2] = entry[2], None
+            if waiter is None:
+                self._dropped -= 1
+            elif not waiter.done():
+                waiter.set_result(None)
+        self._schedule()
 
 
 class EveryEvent:

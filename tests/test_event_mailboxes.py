@@ -46,3 +46,29 @@ async def test_more_sessions_waiting_than_allowed_cut_the_reader_off_once_it_has
     assert [(await newest.get()).session_id for _ in range(2)] == ["sess_a", "sess_b"]
     with pytest.raises(SubscriberTooSlow):
         await newest.get()
+
+
+async def test_readers_with_deadlines_get_what_came_in_time_or_none_once_it_passed() -> None:
+    now = asyncio.get_running_loop().time()
+    late, early, answered = NewestState(), NewestState(), NewestState()
+    readers = [asyncio.ensure_future(m.get_before(now + d)) for m, d in ((late, 0.05), (early, 0.01), (answered, 30))]
+    await asyncio.sleep(0)  # all three are waiting, on one timer
+    answered.offer(_state("sess_a", 1))
+    assert (await readers[2]).version == 1
+    assert await readers[1] is None
+    assert await readers[0] is None
+    late.offer(_state("sess_b", 1))  # after its deadline: the next read has it at once
+    again = await late.get_before(now)
+    assert again is not None and again.version == 1
+
+
+async def test_a_reader_that_gives_up_leaves_the_others_deadlines_in_place() -> None:
+    now = asyncio.get_running_loop().time()
+    first, second = NewestState(), NewestState()
+    giving_up = asyncio.ensure_future(first.get_before(now + 0.01))
+    waiting = asyncio.ensure_future(second.get_before(now + 0.03))
+    await asyncio.sleep(0)
+    giving_up.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await giving_up
+    assert await waiting is None

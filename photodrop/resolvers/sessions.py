@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 from sqlalchemy import ColumnElement, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -348,14 +348,21 @@ async def wait_for_update(
     if since is not None and since < 0:
         raise InvalidInput("since must be a version number (0 or more)", param="since")
     newest = NewestState()
-    # Subscribe before reading, so a change between the read and the wait cannot slip past.
-    async with services.bus.subscribe(session_channel(session_id), newest):
+    channel = session_channel(session_id)
+    # Subscribe before reading, so a change between the read and the wait cannot slip past. Attached
+    # and detached here rather than through ``subscribe``: a held poll then keeps no async generator.
+    await services.bus.attach(channel, newest)
+    try:
         session = await get_session(services, principal, session_id)
         target = session.version if since is None else since
         if session.version > target:
             return session
-        with anyio.move_on_after(wait_seconds), services.metrics.long_polls.track_inprogress():
-            while (envelope := await newest.get()).version <= target:
-                pass
-            return envelope.session
-    return None
+        deadline = asyncio.get_running_loop().time() + wait_seconds
+        del session  # a held poll keeps its mailbox and a timer, not the row (thousands are held at once)
+        with services.metrics.long_polls.track_inprogress():
+            while (envelope := await newest.get_before(deadline)) is not None:
+                if envelope.version > target:
+                    return envelope.session
+        return None
+    finally:
+        services.bus.detach(channel, newest)

@@ -109,6 +109,17 @@ async def _found(services: Services, session_id: str, principal: Principal | Non
     return session
 
 
+async def caller_session(services: Services, principal: Principal, session_id: str) -> UploadSession:
+    """``sessions.get_session``'s answer (another project's session is a 404, a due one expires),
+    read as an upload reads it: on SQLite, one prepared statement on the loop's own connection.
+
+    For a look that keeps nothing of the row and hands it to no ORM session (it is a new instance,
+    not a loaded one): a long poll's, which thousands make at once, each leaving an ORM session's
+    garbage between what the held polls keep.
+    """
+    return await _found(services, session_id, principal)
+
+
 async def _read_session(services: Services, session_id: str) -> UploadSession | None:
     """The session's row as it is now, or None: what every upload reads before it takes a byte.
 

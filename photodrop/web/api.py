@@ -16,10 +16,10 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, request_response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.routing import Route
 
 from photodrop.config import Settings
 from photodrop.context import Services
@@ -140,7 +140,9 @@ class ApiRouter:
 
     def routes(self) -> list[Route]:
         return [
-            Route(op.path, _BudgetHeaders(request_response(op.endpoint)), methods=[op.method]) for op in self.operations
+            # Observability puts the caller's X-RateLimit-* headers (``BUDGET_SCOPE_KEY``) on each answer.
+            Route(op.path, op.endpoint, methods=[op.method])
+            for op in self.operations
         ]
 
     def openapi(self, *, prefixes: Sequence[str], title: str, version: str, settings: Settings) -> dict[str, Any]:
@@ -178,26 +180,9 @@ class ApiRouter:
         return schemas
 
 
-# Where ``caller()`` leaves what the request left of its key's rate-limit budget (a ratelimit.Budget).
+# Where ``caller()`` leaves what the request left of its key's rate-limit budget (a ratelimit.Budget);
+# Observability adds its X-RateLimit-* headers to the answer, errors the endpoint's handlers answered included.
 BUDGET_SCOPE_KEY = "photodrop.budget"
-
-
-class _BudgetHeaders:
-    """Adds the X-RateLimit-* headers to every response of an endpoint whose caller was counted,
-    errors included; pure ASGI so streamed bodies pass through untouched."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_with_budget(message: Message) -> None:
-            budget = scope.get(BUDGET_SCOPE_KEY)
-            if message["type"] == "http.response.start" and budget is not None:
-                extra = [(name.lower().encode(), value.encode()) for name, value in budget.headers().items()]
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_budget)
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -321,12 +306,14 @@ def error_body(
 def parse_query(request: Request, model: type[M]) -> M:
     """Read query parameters into ``model``; list fields take repeated or comma-separated values."""
     raw: dict[str, Any] = {}
+    # Parsed here, not kept on the request as ``request.query_params`` would: a held long poll would keep it.
+    params = QueryParams(request.scope["query_string"])
     for field_name, info in model.model_fields.items():
         # A camelCase alias (pageSize) is the name on the wire; the field's own name is read too.
-        name = next((n for n in (info.alias, field_name) if n and n in request.query_params), None)
+        name = next((n for n in (info.alias, field_name) if n and n in params), None)
         if name is None:
             continue
-        values = request.query_params.getlist(name)
+        values = params.getlist(name)
         if _is_list(info.annotation):
             raw[name] = [part for value in values for part in value.split(",") if part]
         else:

@@ -19,14 +19,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from photodrop import logs
 from photodrop.context import Services
 from photodrop.ids import token_hex
-from photodrop.web.api import services
+from photodrop.web.api import BUDGET_SCOPE_KEY, error_body, services
 
 access_log = logging.getLogger("photodrop.access")
+unexpected_log = logging.getLogger("photodrop")
 # A caller's X-Request-ID is kept when it is a sane token; anything else is replaced, never logged.
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 # Probes and scrapes arrive every few seconds; their lines would drown the rest at INFO.
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 UNMATCHED = "unmatched"
+# What a request's log lines are tagged with once it is known; none carries over from the caller's context.
+_REQUEST_TAGS = (logs.session_id, logs.project_id)
 
 
 def route_template(scope: Scope) -> str:
@@ -51,7 +54,12 @@ def request_id_of(scope: Scope) -> str:
 
 
 class Observability:
-    """Tags the request's logs, echoes ``X-Request-ID``, counts it, and writes one access log line."""
+    """Tags the request's logs, echoes ``X-Request-ID``, counts it, and writes one access log line;
+    adds an API caller's X-RateLimit-* headers; answers an exception no handler took with a 500.
+
+    One middleware and one small object per request rather than a layer (a coroutine, a closure)
+    for each of these: every held long poll keeps whatever its request's chain holds.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -61,39 +69,30 @@ class Observability:
             await self.app(scope, receive, send)
             return
         request_id = request_id_of(scope)
-        tokens = (logs.request_id.set(request_id), logs.project_id.set(None), logs.session_id.set(None))
+        # The project and session are cleared only when the caller's context has them (a server's
+        # request task starts without): a held long poll then keeps one token, not three.
+        tokens = [(var, var.set(None)) for var in _REQUEST_TAGS if var.get() is not None]
+        tokens.append((logs.request_id, logs.request_id.set(request_id)))
+        exchange = None
         try:
             if scope["type"] == "http":
-                await self._observe(scope, receive, send, request_id)
+                exchange = _Exchange(scope, receive, send, request_id)
+                try:
+                    await self.app(scope, exchange.receive, exchange.send)
+                except Exception as exc:
+                    if exchange.started:
+                        raise
+                    await _answer_unexpected(scope, receive, exchange.send, exc)
             else:
                 await self.app(scope, receive, send)
         finally:
-            logs.session_id.reset(tokens[2])
-            logs.project_id.reset(tokens[1])
-            logs.request_id.reset(tokens[0])
-
-    async def _observe(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        started = time.perf_counter()
-        status = 500  # what the server answers if the app raises before it starts a response
-        received = 0
-
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            return message
-
-        async def tagging_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", request_id.encode())]}
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tagging_send)
-        finally:
-            self._record(scope, status, received, time.perf_counter() - started)
+            if exchange is not None:
+                self._record(scope, exchange.status, exchange.received, time.perf_counter() - exchange.started_at)
+            for var, token in reversed(tokens):
+                var.reset(token)
+            for var in _REQUEST_TAGS:  # those the request tagged, back to untagged as they were
+                if var.get() is not None and all(var is not cleared for cleared, _ in tokens):
+                    var.set(None)
 
     def _record(self, scope: Scope, status: int, received: int, seconds: float) -> None:
         route = route_template(scope)
@@ -120,6 +119,51 @@ class Observability:
                 "request_bytes": received,
             },
         )
+
+
+async def _answer_unexpected(scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+    """A 500 as an ordinary response, for an exception no handler took before any answer began.
+
+    Starlette's last-resort handler answers too, but then re-raises, and uvicorn drops the
+    keep-alive connection of any request whose app raised: an error would cost the client its
+    connection. Once part of an answer is out, raising is the only way left to say it is cut short.
+    """
+    request = Request(scope)
+    unexpected_log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    scope.pop(BUDGET_SCOPE_KEY, None)  # the rate-limit headers go on the endpoint's answers, errors it handled included
+    await error_body(500, "INTERNAL", "unexpected error")(scope, receive, send)
+
+
+class _Exchange:
+    """One HTTP request as Observability sees it: the bytes received, the status answered (500 if
+    the app raises before it starts a response), and what goes on the answer's headers."""
+
+    __slots__ = ("_receive", "_scope", "_send", "received", "request_id", "started", "started_at", "status")
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        self._scope, self._receive, self._send, self.request_id = scope, receive, send, request_id
+        self.started_at = time.perf_counter()
+        self.started = False
+        self.status = 500
+        self.received = 0
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        self.received += len(message.get("body", b""))
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.status = message["status"]
+            # The caller's budget, once ``caller()`` counted the request (``BUDGET_SCOPE_KEY``), then the request id.
+            budget = self._scope.get(BUDGET_SCOPE_KEY)
+            extra = []
+            if budget is not None:
+                extra = [(name.lower().encode(), value.encode()) for name, value in budget.headers().items()]
+            extra.append((b"x-request-id", self.request_id.encode()))
+            message = {**message, "headers": [*message.get("headers", ()), *extra]}
+        await self._send(message)
 
 
 async def metrics_endpoint(request: Request) -> Response:

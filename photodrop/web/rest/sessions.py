@@ -147,28 +147,38 @@ async def complete_session(request: Request) -> Response:
 )
 async def poll_session(request: Request) -> Response:
     principal = await caller(request)
-    query = parse_query(request, PollQuery)
+    # Only the two values: the parsed model would be held through the wait, by every held poll.
+    since, timeout = _poll_query(request)
     session_id = request.path_params["id"]
-    if query.since is None and await pull.is_pull_session(services(request), principal, session_id):
-        image = await pull.next_image(services(request), principal, session_id, wait_seconds=query.timeout)
-        if image is None:
-            return Response(status_code=204)
-        lent = LentImageOut(
-            image_id=image.id,
-            image_index=image.index,
-            filename=image.filename,
-            mime_type=image.mime_type,
-            size_bytes=image.size_bytes,
-            created_at=image.created_at,
-            download_url=f"{base_url(request)}/v1/images/{image.id}/download",
-        )
-        return respond(PollOut(lent))
+    if since is None:
+        try:
+            image = await pull.next_image(services(request), principal, session_id, wait_seconds=timeout)
+        except pull.NotPull:
+            pass  # a session that does not deliver by pull: wait for its next state
+        else:
+            if image is None:
+                return Response(status_code=204)
+            lent = LentImageOut(
+                image_id=image.id,
+                image_index=image.index,
+                filename=image.filename,
+                mime_type=image.mime_type,
+                size_bytes=image.size_bytes,
+                created_at=image.created_at,
+                download_url=f"{base_url(request)}/v1/images/{image.id}/download",
+            )
+            return respond(PollOut(lent))
     session = await sessions.wait_for_update(
-        services(request), principal, request.path_params["id"], since=query.since, wait_seconds=query.timeout
+        services(request), principal, request.path_params["id"], since=since, wait_seconds=timeout
     )
     if session is None:
         return Response(status_code=204)
     return respond(SessionOut.of(session, base_url(request)))
+
+
+def _poll_query(request: Request) -> tuple[int | None, float]:
+    query = parse_query(request, PollQuery)
+    return query.since, query.timeout
 
 
 @api.route(
