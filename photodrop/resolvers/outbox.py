@@ -89,8 +89,7 @@ def lease(
         "lease_worker": worker,
         "lease_limit": limit,
     }
-    keys = [column.key for column in _columns(table)]
-    return [new_row(table, **dict(zip(keys, row, strict=True))) for row in prepared.rows(conn, values)]
+    return [new_row(table, **prepared.mapping(row)) for row in prepared.rows(conn, values)]
 
 
 def prepare_statements(dialect: Dialect) -> None:
