@@ -168,13 +168,7 @@ class NewestState:
 
     async def get(self) -> Envelope:
         while not self._pending:
-            if self._overflow:
-                raise SubscriberTooSlow("updates arrived faster than they were read")
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._wait(None)
         return self._take()
 
     async def get_before(self, deadline: float) -> Envelope | None:
@@ -185,22 +179,31 @@ class NewestState:
         and timer) or a timer of its own.
         """
         if not self._pending:
-            if self._overflow:
-                raise SubscriberTooSlow("updates arrived faster than they were read")
-            loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
-            deadlines = _Deadlines.of(loop)
-            entry = deadlines.add(deadline, waiter)
-            try:
-                await waiter
-            finally:
-                deadlines.drop(entry)
-                self._waiter = None
-            if not self._pending:
-                if self._overflow:
-                    raise SubscriberTooSlow("updates arrived faster than they were read")
-                return None  # the deadline: ``offer`` wakes the waiter only once it left something
+            await self._wait(deadline)
+            if not self._pending:  # the deadline: ``offer`` wakes the waiter only once it left something
+                self._check_overflow()
+                return None
         return self._take()
+
+    async def _wait(self, deadline: float | None) -> None:
+        """Until ``offer`` wakes the waiter (or ``deadline`` passes, on the shared timer)."""
+        self._check_overflow()
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timed: tuple[_Deadlines, list[Any]] | None = None
+        if deadline is not None:
+            deadlines = _Deadlines.of(loop)
+            timed = deadlines, deadlines.add(deadline, waiter)
+        try:
+            await waiter
+        finally:
+            if timed is not None:
+                timed[0].drop(timed[1])
+            self._waiter = None
+
+    def _check_overflow(self) -> None:
+        if self._overflow:
+            raise SubscriberTooSlow("updates arrived faster than they were read")
 
     def _take(self) -> Envelope:
         assert self._pending

@@ -71,8 +71,8 @@ class Observability:
         request_id = request_id_of(scope)
         # The project and session are cleared only when the caller's context has them (a server's
         # request task starts without): a held long poll then keeps one token, not three.
-        tokens = [(var, var.set(None)) for var in _REQUEST_TAGS if var.get() is not None]
-        tokens.append((logs.request_id, logs.request_id.set(request_id)))
+        cleared = {var: var.set(None) for var in _REQUEST_TAGS if var.get() is not None}
+        request_token = logs.request_id.set(request_id)
         exchange = None
         try:
             if scope["type"] == "http":
@@ -88,10 +88,11 @@ class Observability:
         finally:
             if exchange is not None:
                 self._record(scope, exchange.status, exchange.received, time.perf_counter() - exchange.started_at)
-            for var, token in reversed(tokens):
-                var.reset(token)
-            for var in _REQUEST_TAGS:  # those the request tagged, back to untagged as they were
-                if var.get() is not None and all(var is not cleared for cleared, _ in tokens):
+            logs.request_id.reset(request_token)
+            for var in _REQUEST_TAGS:  # the caller's tags back; those the request added, back to none
+                if var in cleared:
+                    var.reset(cleared[var])
+                elif var.get() is not None:
                     var.set(None)
 
     def _record(self, scope: Scope, status: int, received: int, seconds: float) -> None:

@@ -169,7 +169,7 @@ async def poll_session(request: Request) -> Response:
             )
             return respond(PollOut(lent))
     session = await sessions.wait_for_update(
-        services(request), principal, request.path_params["id"], since=since, wait_seconds=timeout
+        services(request), principal, session_id, since=since, wait_seconds=timeout
     )
     if session is None:
         return Response(status_code=204)
