@@ -295,8 +295,28 @@ def test_a_picked_photo_can_be_removed_before_it_is_sent(live: ThreadedApp, page
     page.get_by_role("button", name="I’m done").click()
     assert page.locator("#notice").inner_text() == "1 photo received, you can close this page."
     assert page.locator("#picker").is_hidden()
+    # The page forgets its queue asynchronously: wait until the browser's store holds none of this
+    # session's photos (a reload before that would show the sent one again), then reload.
+    page.wait_for_function(_NOTHING_STORED_FOR, arg=session["id"], timeout=5_000)
     page.reload()
     assert page.locator("#queue li").count() == 0
+
+
+# Whether the phone page's IndexedDB store holds no upload of the session given.
+_NOTHING_STORED_FOR = """async (session) => {
+    const db = await new Promise((ok, no) => {
+        const opening = indexedDB.open("photodrop", 1);
+        opening.onsuccess = () => ok(opening.result);
+        opening.onerror = () => no(opening.error);
+    });
+    const records = await new Promise((ok, no) => {
+        const reading = db.transaction("uploads").objectStore("uploads").getAll();
+        reading.onsuccess = () => ok(reading.result);
+        reading.onerror = () => no(reading.error);
+    });
+    db.close();
+    return records.every((record) => record.session !== session);
+}"""
 
 
 def test_refusals_speak_the_pages_language_only(live: ThreadedApp, pages: Browsing) -> None:
